@@ -1,0 +1,39 @@
+"""carclf: train and serve car-photo classifiers by transfer learning from ImageNet backbones.
+
+The public API is imported lazily, so ``import carclf`` is instant and TensorFlow loads only when a
+function that needs it is first used::
+
+    import carclf
+    model = carclf.load_model()                  # newest trained bundle in models/, or the default model
+    result = model.predict("photo.jpg", tta=8, top_k=3)
+    report = carclf.evaluate(model, "data/val", tta=4)
+"""
+
+import importlib
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks the network on import otherwise
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it.
+_LAZY = {
+    "CarclfError": "carclf.errors",
+    "load_image": "carclf.images",
+    "load_model": "carclf.predict",
+    "evaluate": "carclf.evaluate",
+    "scan_dataset": "carclf.data",
+    "TrainConfig": "carclf.config",
+    "load_config": "carclf.config",
+    "train": "carclf.train",
+    "list_backbones": "carclf.backbones",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'carclf' has no attribute {name!r}")

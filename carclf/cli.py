@@ -1,0 +1,56 @@
+"""``python -m carclf``: one argparse program whose subcommands live in ``carclf/commands/``.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+User mistakes (``CarclfError``) become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from carclf.errors import CarclfError
+
+# Subcommand name -> module in carclf.commands. Modules are imported only when listed in --help or run,
+# so that ``python -m carclf --help`` does not pay for importing TensorFlow.
+COMMANDS = {
+    "train": "train",
+    "runs": "runs",
+    "evaluate": "evaluate",
+    "predict": "predict",
+    "submit": "submit",
+    "export": "export",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, one subparser per command module."""
+    parser = argparse.ArgumentParser(
+        prog="python -m carclf",
+        description="Train and serve car-photo classifiers by transfer learning.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"carclf.commands.{module_name}")
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the command, and turn user errors into a one-line message."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CarclfError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

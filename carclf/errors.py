@@ -1,0 +1,33 @@
+"""Typed errors for mistakes a user can fix.
+
+Every message says what went wrong and what to do. The CLI and the dashboard print ``str(error)`` as one
+line; anything that is not a ``CarclfError`` is a bug and may show a traceback.
+"""
+
+
+class CarclfError(Exception):
+    """Base class: a problem caused by input, configuration or environment, not by a bug."""
+
+
+class ImageError(CarclfError):
+    """An image that cannot be read (not an image, truncated, too large, empty)."""
+
+
+class DataError(CarclfError):
+    """A dataset folder that does not have a usable layout."""
+
+
+class ConfigError(CarclfError):
+    """A training or augmentation config with an unknown key, bad value or wrong type."""
+
+
+class BackboneError(CarclfError):
+    """An unknown backbone, or pretrained weights that cannot be obtained."""
+
+
+class BundleError(CarclfError):
+    """A model bundle that is missing, partial or incompatible."""
+
+
+class RunError(CarclfError):
+    """A training run that does not exist or cannot be started, stopped or resumed."""
