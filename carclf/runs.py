@@ -1,0 +1,324 @@
+"""Training runs on disk: the layout of ``runs/<run_id>/`` and the lifecycle of a run's process.
+
+This is the only module that knows which files a run folder holds. The dashboard starts a run with
+``start_run`` (a detached ``python -m carclf train --run-dir ...`` process in its own session, so a page
+reload or a closed browser does not kill it) and then only reads files: ``list_runs``, ``read_status``,
+``read_history``, ``read_log_tail``. ``stop_run`` sends SIGTERM (the trainer saves and marks the run
+"stopped"); ``resume_run`` starts the process again on the same folder, and the trainer continues from the
+backup of its last finished epoch. TensorFlow is never imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from carclf.errors import RunError
+
+# Default folder holding one sub-folder per run.
+RUNS_DIR = "runs"
+# States stored in status.json.
+QUEUED, RUNNING, FINISHED, FAILED, STOPPED = "queued", "running", "finished", "failed", "stopped"
+# Reported (never stored) when status.json says queued/running but the process is gone (killed, crashed).
+INTERRUPTED = "interrupted"
+# States whose process should be alive.
+ACTIVE_STATES = frozenset({QUEUED, RUNNING})
+# States a run can be resumed from.
+RESUMABLE_STATES = frozenset({STOPPED, FAILED, INTERRUPTED})
+# Columns of history.csv, in order (the trainer appends one row per finished epoch).
+HISTORY_COLUMNS = ("epoch", "stage", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "time")
+# Longest slug taken from the user's run name.
+MAX_NAME_CHARS = 40
+# Run ids are folder names: a slug and a timestamp, nothing that could climb out of runs/.
+_RUN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,80}$")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path inside one run folder."""
+
+    root: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.txt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best_model(self) -> Path:
+        return self.checkpoints / "best.keras"
+
+    @property
+    def backup(self) -> Path:
+        """BackupAndRestore state: lets a killed run continue from its last finished epoch."""
+        return self.checkpoints / "backup"
+
+    @property
+    def progress(self) -> Path:
+        """Which stage/epoch the last finished epoch belonged to (written with the backup)."""
+        return self.checkpoints / "progress.json"
+
+
+def run_paths(run_id: str, runs_dir=RUNS_DIR) -> RunPaths:
+    """Paths of run ``run_id`` in ``runs_dir`` (the id is checked, the folder need not exist)."""
+    return RunPaths(Path(runs_dir) / check_run_id(run_id))
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is a valid run folder name, else raise ``RunError``."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise RunError(f"invalid run id {run_id!r}: run ids look like 'my-run-20260101-120000'.")
+    return run_id
+
+
+def slugify(name: str) -> str:
+    """A user's run name as a safe lower-case slug ('My run #2' -> 'my-run-2')."""
+    slug = re.sub(r"[^a-z0-9_]+", "-", str(name).lower()).strip("-_")[:MAX_NAME_CHARS].strip("-_")
+    return slug or "run"
+
+
+def new_run_id(name: str, runs_dir=RUNS_DIR, now: Optional[datetime] = None) -> str:
+    """``<slug>-<YYYYmmdd-HHMMSS>``, with a numeric suffix if that folder already exists."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = f"{slugify(name)}-{stamp}"
+    run_id, counter = base, 1
+    while (Path(runs_dir) / run_id).exists():
+        counter += 1
+        run_id = f"{base}-{counter}"
+    return run_id
+
+
+def create_run(config, runs_dir=RUNS_DIR) -> RunPaths:
+    """Make a new run folder holding ``config.yaml`` and a queued status; return its paths."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):  # two processes may race for the same id: mkdir decides
+        paths = RunPaths(runs_dir / new_run_id(config.name, runs_dir))
+        try:
+            paths.root.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise RunError(f"cannot create a new run folder in {runs_dir}.")
+    paths.checkpoints.mkdir()
+    config.save(paths.config)
+    write_status(paths, state=QUEUED, run_id=paths.run_id, name=config.name, created_at=_now())
+    return paths
+
+
+def start_run(config, runs_dir=RUNS_DIR) -> str:
+    """Create a run for ``config`` and train it in a detached background process; return the run id at once."""
+    paths = create_run(config, runs_dir)
+    launch(paths)
+    return paths.run_id
+
+
+def launch(paths: RunPaths) -> int:
+    """Start ``python -m carclf train --run-dir`` for an existing run folder, detached; return its pid."""
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    env["PYTHONUNBUFFERED"] = "1"  # log.txt should follow the run live
+    command = [sys.executable, "-m", "carclf", "train", "--run-dir", str(paths.root.resolve())]
+    with open(paths.log, "ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env, cwd=package_parent,
+        )
+    update_status(paths, state=QUEUED, pid=process.pid, error=None, launched_at=_now())
+    return process.pid
+
+
+def write_status(paths: RunPaths, **fields) -> dict:
+    """Replace status.json with ``fields`` atomically (temp file + os.replace)."""
+    _atomic_write_json(paths.status, fields)
+    return fields
+
+
+def update_status(paths: RunPaths, **fields) -> dict:
+    """Merge ``fields`` into status.json atomically and return the new content."""
+    status = _read_json_or_empty(paths.status)
+    status.update(fields)
+    return write_status(paths, **status)
+
+
+def read_status(run_id: str, runs_dir=RUNS_DIR) -> dict:
+    """The run's status.json, with state 'interrupted' when it claims to run but its process is gone."""
+    paths = _existing(run_id, runs_dir)
+    return _effective_status(paths)
+
+
+def list_runs(runs_dir=RUNS_DIR) -> list[dict]:
+    """Status of every run in ``runs_dir``, newest first; each dict also has ``run_id`` and ``path``."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    runs = []
+    for child in runs_dir.iterdir():
+        if child.is_dir() and _RUN_ID.match(child.name) and (child / "status.json").is_file():
+            status = _effective_status(RunPaths(child))
+            status["run_id"], status["path"] = child.name, str(child)
+            runs.append(status)
+    runs.sort(key=lambda status: (str(status.get("created_at") or ""), status["run_id"]), reverse=True)
+    return runs
+
+
+def read_history(run_id: str, runs_dir=RUNS_DIR):
+    """history.csv as a pandas DataFrame (empty, with the standard columns, before the first epoch)."""
+    import pandas as pd
+
+    paths = _existing(run_id, runs_dir)
+    if not paths.history.is_file() or paths.history.stat().st_size == 0:
+        return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    return pd.read_csv(paths.history)
+
+
+def read_log_tail(run_id: str, runs_dir=RUNS_DIR, lines: int = 40) -> str:
+    """The last ``lines`` lines of the run's log (progress-bar carriage returns collapsed)."""
+    paths = _existing(run_id, runs_dir)
+    if not paths.log.is_file():
+        return ""
+    with open(paths.log, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 64 * 1024))
+        text = handle.read().decode("utf-8", errors="replace")
+    cleaned = [line.rsplit("\r", 1)[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    return "\n".join(cleaned[-lines:])
+
+
+def stop_run(run_id: str, runs_dir=RUNS_DIR, timeout: float = 0.0) -> dict:
+    """Ask a running run to stop (SIGTERM); wait up to ``timeout`` s for it to write state 'stopped'."""
+    paths = _existing(run_id, runs_dir)
+    status = _effective_status(paths)
+    if status.get("state") not in ACTIVE_STATES:
+        raise RunError(f"run {run_id} is {status.get('state')}, not running: nothing to stop.")
+    pid = int(status["pid"])
+    try:
+        os.killpg(pid, signal.SIGTERM)  # the run leads its own session: its workers get the signal too
+    except ProcessLookupError:
+        pass
+    except PermissionError as error:
+        raise RunError(f"not allowed to stop run {run_id} (pid {pid}): {error}.") from error
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.2)
+    return _effective_status(paths)
+
+
+def resume_run(run_id: str, runs_dir=RUNS_DIR) -> int:
+    """Start a stopped, failed or interrupted run again; it continues from its last finished epoch."""
+    paths = _existing(run_id, runs_dir)
+    state = _effective_status(paths).get("state")
+    if state not in RESUMABLE_STATES:
+        raise RunError(f"run {run_id} is {state}: only stopped, failed or interrupted runs can be resumed.")
+    if not paths.config.is_file():
+        raise RunError(f"run {run_id} has no config.yaml: it cannot be resumed; start a new run.")
+    return launch(paths)
+
+
+def delete_run(run_id: str, runs_dir=RUNS_DIR) -> None:
+    """Delete a run folder; refuses while the run's process is alive (stop it first)."""
+    paths = _existing(run_id, runs_dir)
+    if _effective_status(paths).get("state") in ACTIVE_STATES:
+        raise RunError(f"run {run_id} is still running: stop it before deleting it.")
+    shutil.rmtree(paths.root)
+
+
+def is_active(status: dict) -> bool:
+    """True when a status (from read_status/list_runs) belongs to a live process."""
+    return status.get("state") in ACTIVE_STATES
+
+
+def _existing(run_id: str, runs_dir) -> RunPaths:
+    paths = run_paths(run_id, runs_dir)
+    if not paths.status.is_file():
+        raise RunError(f"no run {run_id!r} in {runs_dir}: list runs with 'python -m carclf runs list'.")
+    return paths
+
+
+def _effective_status(paths: RunPaths) -> dict:
+    """status.json as stored, except a queued/running run with a dead process is reported as interrupted."""
+    status = _read_json_or_empty(paths.status)
+    status.setdefault("state", FAILED if not status else QUEUED)
+    if status["state"] in ACTIVE_STATES and not _pid_alive(status.get("pid")):
+        status["state"] = INTERRUPTED
+        status["error"] = status.get("error") or "the training process ended without saying why (killed?); resume it."
+    return status
+
+
+def _pid_alive(pid) -> bool:
+    """True when ``pid`` is a live (not zombie) process."""
+    if not pid:
+        return False
+    pid = int(pid)
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)  # our own dead child: reap it so it is not a zombie
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: fall through to the signal probe
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.is_file():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return True
+    return True
+
+
+def _read_json_or_empty(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
