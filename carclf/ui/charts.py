@@ -1,0 +1,94 @@
+"""Plotly figures for the pages: built from plain data (lists, DataFrames), no model code."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+# Height of the small charts beside a photo, in px.
+SMALL_CHART_PX = 260
+# Metric pairs drawn on the training-curves chart: (train column, validation column, title).
+CURVE_PANELS = (("loss", "val_loss", "Loss"), ("accuracy", "val_accuracy", "Accuracy"))
+
+
+def top_k_bar(top_k: Sequence[tuple[str, float]]) -> go.Figure:
+    """Horizontal bars of the top-k classes, most probable on top."""
+    labels = [label for label, _ in top_k][::-1]
+    values = [p for _, p in top_k][::-1]
+    fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", text=[f"{v:.1%}" for v in values]))
+    fig.update_traces(textposition="auto", marker_color="#1f77b4")
+    fig.update_layout(
+        height=max(SMALL_CHART_PX // 2, 48 * len(labels) + 60),
+        margin=dict(l=10, r=10, t=30, b=10),
+        xaxis=dict(range=[0, 1], tickformat=".0%"),
+        title="Top classes",
+    )
+    return fig
+
+
+def class_counts_bar(counts: dict[str, int]) -> go.Figure:
+    """Photos per class, in class order."""
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), text=list(counts.values())))
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), title="Photos per class", xaxis_type="category")
+    return fig
+
+
+def training_curves(history: pd.DataFrame) -> go.Figure:
+    """Loss and accuracy, train (dashed) vs validation (solid), with a dotted line where each stage starts."""
+    from plotly.subplots import make_subplots
+
+    titles = [title for _, _, title in CURVE_PANELS]
+    fig = make_subplots(rows=1, cols=len(CURVE_PANELS), subplot_titles=titles)
+    for col, (train_col, val_col, _) in enumerate(CURVE_PANELS, start=1):
+        for column, dash in ((train_col, "dash"), (val_col, "solid")):
+            if column in history:
+                fig.add_trace(
+                    go.Scatter(x=history["epoch"], y=history[column], name=column, mode="lines+markers",
+                               line=dict(dash=dash), legendgroup=column),
+                    row=1, col=col,
+                )
+    for epoch, stage in stage_starts(history):
+        for col in range(1, len(CURVE_PANELS) + 1):
+            fig.add_vline(x=epoch - 0.5, line_dash="dot", line_color="gray", row=1, col=col)
+        fig.add_annotation(x=epoch - 0.5, y=1.08, yref="paper", text=f"stage {stage}", showarrow=False, xref="x")
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(title_text="epoch")
+    return fig
+
+
+def stage_starts(history: pd.DataFrame) -> list[tuple[int, object]]:
+    """(first epoch, stage) for every stage after the first: where the boundary lines go."""
+    if "stage" not in history or history.empty:
+        return []
+    changed = history["stage"].ne(history["stage"].shift())
+    rows = history[changed].iloc[1:]
+    return [(int(row.epoch), row.stage) for row in rows.itertuples()]
+
+
+def compare_curves(histories: dict[str, pd.DataFrame], column: str = "val_accuracy") -> go.Figure:
+    """One line per run of ``column`` against epoch."""
+    fig = go.Figure()
+    for name, history in histories.items():
+        if column in history:
+            fig.add_trace(go.Scatter(x=history["epoch"], y=history[column], name=name, mode="lines+markers"))
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), title=column, xaxis_title="epoch")
+    return fig
+
+
+def confusion_heatmap(matrix, class_names: Sequence[str]) -> go.Figure:
+    """Confusion matrix (rows true, columns predicted) with counts written in the cells; clicking selects one."""
+    names = [str(n) for n in class_names]
+    fig = go.Figure(
+        go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", text=matrix, texttemplate="%{text}",
+                   hovertemplate="true %{y}<br>predicted %{x}<br>%{z} photos<extra></extra>")
+    )
+    fig.update_layout(
+        height=max(360, 40 * len(names) + 160),
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis=dict(title="predicted", type="category"),
+        yaxis=dict(title="true", type="category", autorange="reversed"),
+        title="Confusion matrix (click a cell)",
+    )
+    return fig

@@ -1,0 +1,65 @@
+"""The sidebar shown on every page: which model answers, and what hardware the app runs on."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from carclf.ui import loaders, settings, widgets
+
+# session_state key of the chosen model; the picker lives in app.py, so the choice survives page changes.
+MODEL_KEY = "carclf_model"
+# The picker's value for the built-in default model (bundle choices are folder paths).
+DEFAULT_CHOICE = "default"
+
+
+def model_choices() -> dict[str, str]:
+    """Choice value -> label: trained bundles in the models folder (newest first), then the default model."""
+    from carclf.bundle import list_bundles
+
+    choices: dict[str, str] = {}
+    with widgets.user_errors(stop=False):
+        for info in list_bundles(settings.models_dir()):
+            choices[str(info.path)] = _bundle_label(info)
+    choices[DEFAULT_CHOICE] = "Default: ImageNet body type (no training)"
+    return choices
+
+
+def _bundle_label(info) -> str:
+    """'name (val acc 91.2%)', marked when it is the folder's default bundle."""
+    accuracy = (info.meta.get("val_metrics") or {}).get("accuracy")
+    label = f"{info.name} (val acc {accuracy:.1%})" if isinstance(accuracy, (int, float)) else info.name
+    return f"{label} ★" if info.is_default else label
+
+
+def model_picker_ui() -> str | None:
+    """Sidebar select box of models; returns the chosen bundle folder, or None for the default model."""
+    choices = model_choices()
+    if st.session_state.get(MODEL_KEY) not in choices:
+        st.session_state[MODEL_KEY] = next(iter(choices))  # newest bundle, or the default model
+    st.sidebar.selectbox(
+        "Model",
+        options=list(choices),
+        format_func=choices.get,
+        key=MODEL_KEY,
+        help=f"Trained bundles from {settings.models_dir()} (newest first) and the built-in default model.",
+    )
+    return selected_model()
+
+
+def selected_model() -> str | None:
+    """The model chosen in the sidebar: a bundle folder, or None for the default model."""
+    choice = st.session_state.get(MODEL_KEY, DEFAULT_CHOICE)
+    return None if choice == DEFAULT_CHOICE else choice
+
+
+def device_ui() -> None:
+    """One sidebar line saying whether training and inference will use a GPU."""
+    try:
+        info = loaders.gpu_info()
+    except ModuleNotFoundError:  # TODO(integration): carclf.devices has not landed yet
+        st.sidebar.caption("Hardware: unknown")
+        return
+    if info.available:
+        st.sidebar.success(f"GPU: {info.summary}", icon=":material/memory:")
+    else:
+        st.sidebar.caption(":material/memory: No GPU: running on CPU (training is slow; use the `quick` preset).")

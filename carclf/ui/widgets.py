@@ -1,0 +1,72 @@
+"""Small widget functions shared by the pages. Each lays out widgets and returns plain values."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import streamlit as st
+
+from carclf.errors import CarclfError
+from carclf.ui import loaders
+
+# Thumbnails per row in image grids: wide enough to recognise a car, narrow enough for a laptop screen.
+GRID_COLUMNS = 5
+THUMBNAIL_PX = 200
+
+
+@contextlib.contextmanager
+def user_errors(stop: bool = True) -> Iterator[None]:
+    """Show a carclf error as one red line (never a traceback) and, by default, stop the page there."""
+    try:
+        yield
+    except CarclfError as error:
+        st.error(str(error), icon=":material/error:")
+        if stop:
+            st.stop()
+
+
+def folder_input_ui(label: str, key: str, default: str = "", help: str | None = None) -> Path | None:
+    """A text box for a folder on the server; returns the folder or None (with an error) when it is not one."""
+    text = st.text_input(label, value=default, key=key, help=help, placeholder="/path/to/folder").strip()
+    if not text:
+        return None
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        st.error(f"{folder} is not a folder on this machine. Enter the path of an existing folder.")
+        return None
+    return folder
+
+
+def sample_gallery_ui(key: str, columns: int = GRID_COLUMNS) -> Path | None:
+    """Thumbnails of the shipped samples with a button each; returns the chosen sample (kept in session)."""
+    state_key = f"{key}_chosen"
+    samples = loaders.list_samples()
+    for start in range(0, len(samples), columns):
+        cols = st.columns(columns)
+        for col, path in zip(cols, samples[start : start + columns]):
+            with col:
+                st.image(loaders.thumbnail_of(path, THUMBNAIL_PX), width="stretch")
+                if st.button(path.stem.replace("_", " "), key=f"{key}_{path.stem}", width="stretch"):
+                    st.session_state[state_key] = str(path)
+    chosen = st.session_state.get(state_key)
+    return Path(chosen) if chosen else None
+
+
+def image_grid_ui(images: Sequence, captions: Sequence[str], columns: int = GRID_COLUMNS) -> None:
+    """Lay out PIL images (or paths) in rows of ``columns`` with a caption under each."""
+    for start in range(0, len(images), columns):
+        cols = st.columns(columns)
+        for col, image, caption in zip(cols, images[start : start + columns], captions[start : start + columns]):
+            col.image(image, caption=caption, width="stretch")
+
+
+def file_grid_ui(paths: Sequence[Path], captions: Sequence[str] | None = None, columns: int = GRID_COLUMNS) -> None:
+    """Thumbnails of image files; an unreadable file shows its one-line reason instead of a picture."""
+    captions = list(captions) if captions is not None else [Path(p).name for p in paths]
+    for start in range(0, len(paths), columns):
+        cols = st.columns(columns)
+        for col, path, caption in zip(cols, paths[start : start + columns], captions[start : start + columns]):
+            with col, user_errors(stop=False):
+                col.image(loaders.thumbnail_of(path, THUMBNAIL_PX), caption=caption, width="stretch")

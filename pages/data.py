@@ -1,0 +1,61 @@
+"""Data: what is in a dataset folder before training on it (classes, counts, samples, unreadable files)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from carclf.ui import charts, loaders, settings, widgets
+
+# Photos shown per class in the sample grid.
+SAMPLES_PER_CLASS = 5
+
+
+def summary_ui(info) -> None:
+    cols = st.columns(4)
+    cols[0].metric("Classes", info.num_classes)
+    cols[1].metric("Photos", len(info.items))
+    cols[2].metric("Unreadable", len(info.unreadable))
+    counts = list(info.counts.values())
+    cols[3].metric("Smallest / largest class", f"{min(counts)} / {max(counts)}")
+    st.caption(f"Layout: `{info.layout}` · {info.root}")
+    labels = {name: f"{name} · {display}" if display != name else name
+              for name, display in zip(info.classes, info.display_names)}
+    st.plotly_chart(charts.class_counts_bar({labels[k]: v for k, v in info.counts.items()}), key="data_counts")
+
+
+def samples_ui(info) -> None:
+    st.subheader("Samples per class")
+    for index, (name, display) in enumerate(zip(info.classes, info.display_names)):
+        paths = [item.path for item in info.items if item.label == index][:SAMPLES_PER_CLASS]
+        st.markdown(f"**{display}** (`{name}`, {info.counts[name]} photos)")
+        widgets.file_grid_ui(paths, columns=SAMPLES_PER_CLASS)
+
+
+def problems_ui(info) -> None:
+    if info.unreadable:
+        st.subheader(f"{len(info.unreadable)} unreadable files (skipped)")
+        st.dataframe(pd.DataFrame([(str(p), why) for p, why in info.unreadable], columns=["file", "reason"]),
+                     hide_index=True, key="data_unreadable")
+    if info.missing:
+        st.warning(f"{len(info.missing)} ids in the CSV have no image file: {', '.join(info.missing[:10])}…")
+    if info.unlisted:
+        st.warning(f"{len(info.unlisted)} image files are not listed in the CSV (ignored).")
+
+
+def data_page() -> None:
+    st.title("Data")
+    st.write("Point at a dataset folder: one sub-folder per class, or the Kaggle layout (`train.csv` + `train/`).")
+    folder = widgets.folder_input_ui("Dataset folder", key="data_folder", default=settings.default_data_dir())
+    if st.button("Rescan", key="data_rescan", icon=":material/refresh:"):
+        loaders.scan_dataset.clear()
+    if folder is None:
+        return
+    with widgets.user_errors():
+        info = loaders.scan_dataset(str(folder))
+    summary_ui(info)
+    problems_ui(info)
+    samples_ui(info)
+
+
+data_page()

@@ -1,0 +1,199 @@
+"""Predict: one photo in detail (verdict, top-k, TTA views, Grad-CAM) or many photos as a table + CSV."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from carclf.images import load_image
+from carclf.ui import charts, loaders, sidebar, widgets
+
+# TTA views offered by the slider (carclf.tta has 12; more than 8 rarely changes an answer).
+MAX_TTA_VIEWS = 12
+DEFAULT_TTA_VIEWS = 8
+# How many classes the bar chart shows.
+DEFAULT_TOP_K = 5
+# Photos per predict_batch call in the many-photos table: the progress bar moves after each chunk.
+BATCH_CHUNK = 8
+# Size of the per-view thumbnails, px.
+VIEW_THUMB_PX = 160
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for on this page."""
+
+    tta: int  # number of TTA views (1 = original only)
+    top_k: int
+    explain: bool  # draw the Grad-CAM overlay
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One input: a display name and the raw file bytes (decoded later by carclf.images)."""
+
+    name: str
+    data: bytes
+
+    def stream(self) -> io.BytesIO:
+        """A named file object, so carclf's messages and results carry the file name."""
+        stream = io.BytesIO(self.data)
+        stream.name = self.name
+        return stream
+
+
+def options_ui() -> Options:
+    cols = st.columns([1, 2, 2, 2])
+    use_tta = cols[0].toggle("TTA", value=True, key="predict_tta", help="Average several flipped/cropped views.")
+    views = cols[1].slider("TTA views", 2, MAX_TTA_VIEWS, DEFAULT_TTA_VIEWS, key="predict_views", disabled=not use_tta)
+    top_k = cols[2].slider("Top classes", 1, 10, DEFAULT_TOP_K, key="predict_top_k")
+    explain = cols[3].toggle("Grad-CAM", value=True, key="predict_explain", help="Where the model looked.")
+    return Options(tta=views if use_tta else 1, top_k=top_k, explain=explain)
+
+
+def photos_ui() -> list[Photo]:
+    """Uploaded files first; else the camera shot; else the chosen sample."""
+    upload_tab, camera_tab, sample_tab = st.tabs(["Upload", "Camera", "Samples"])
+    with upload_tab:
+        uploads = st.file_uploader(
+            "Car photos (one for details, several for a table)",
+            accept_multiple_files=True,
+            key="predict_upload",
+        )
+    with camera_tab:
+        shot = None
+        if st.toggle("Use the camera", key="predict_camera_on"):
+            shot = st.camera_input("Take a photo", key="predict_camera")
+    with sample_tab:
+        sample = widgets.sample_gallery_ui("predict_sample")
+    if uploads:
+        return [Photo(f.name, f.getvalue()) for f in uploads]
+    if shot is not None:
+        return [Photo("camera.jpg", shot.getvalue())]
+    if sample is not None:
+        return [Photo(sample.name, sample.read_bytes())]
+    return []
+
+
+def verdict_ui(result, predictor) -> None:
+    """The answer in words: the car model, or 'not a car' with the gate's score."""
+    if result.is_car:
+        st.success(f"### {result.label}\n{result.probability:.1%} confident", icon=":material/directions_car:")
+    else:
+        st.warning(
+            f"### Not a car\nCar score {result.car_score:.2f} is below the gate's threshold "
+            f"{predictor.gate.threshold:.2f}. Best guess if it is one: {result.label} ({result.probability:.0%}).",
+            icon=":material/block:",
+        )
+    st.caption(f"Car score {result.car_score:.2f} · model `{result.model_name}`")
+    if result.tta_changed_answer:
+        st.info(
+            f"TTA changed the answer: the original view alone said **{result.views[0].label}**.",
+            icon=":material/swap_horiz:",
+        )
+
+
+def views_ui(photo: Photo, result, predictor) -> None:
+    """Each TTA view as the model saw it, with that view's top class."""
+    from carclf.tta import tta_views
+
+    batch, names = tta_views(photo.stream(), len(result.views), VIEW_THUMB_PX)
+    captions = [f"{name}: {view.label} ({view.probability:.0%})" for name, view in zip(names, result.views)]
+    widgets.image_grid_ui(list(batch), captions, columns=min(6, len(captions)))
+
+
+def single_ui(predictor, photo: Photo, options: Options) -> None:
+    with widgets.user_errors():
+        image = load_image(photo.stream())
+        result = predictor.predict(image, tta=options.tta, top_k=options.top_k)
+    left, right = st.columns([1, 1])
+    left.image(image, caption=photo.name, width="stretch")
+    with right:
+        verdict_ui(result, predictor)
+        st.plotly_chart(charts.top_k_bar(result.top_k), key="predict_top_k_chart")
+    if result.notice:
+        st.info(result.notice, icon=":material/info:")
+    if len(result.views) > 1:
+        st.subheader(f"{len(result.views)} TTA views")
+        with widgets.user_errors(stop=False):
+            views_ui(photo, result, predictor)
+    if options.explain:
+        st.subheader("Grad-CAM: where the model looked")
+        with widgets.user_errors(stop=False), st.spinner("Computing Grad-CAM…"):
+            _, overlay = predictor.explain(image)
+            cols = st.columns(2)
+            cols[0].image(image, caption="photo", width="stretch")
+            cols[1].image(overlay, caption=f"Grad-CAM for {result.label}", width="stretch")
+
+
+def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
+    bar = st.progress(0.0, text=f"Predicting {len(photos)} photos…")
+    results = []
+    for start in range(0, len(photos), BATCH_CHUNK):
+        chunk = photos[start : start + BATCH_CHUNK]
+        with widgets.user_errors():
+            results += predictor.predict_batch([p.stream() for p in chunk], tta=options.tta)
+        done = min(start + BATCH_CHUNK, len(photos))
+        bar.progress(done / len(photos), text=f"Predicted {done} / {len(photos)} photos")
+    bar.empty()
+    for photo, result in zip(photos, results):
+        if not result.ok:
+            st.error(f"{photo.name}: {result.error}", icon=":material/broken_image:")
+    table = pd.DataFrame(
+        {
+            "file": [p.name for p in photos],
+            "prediction": [r.label if r.ok else "unreadable" for r in results],
+            "probability": [r.probability if r.ok else None for r in results],
+            "is car": [r.is_car if r.ok else None for r in results],
+            "car score": [r.car_score if r.ok else None for r in results],
+        }
+    )
+    good = sum(r.ok for r in results)
+    st.write(f"**{good}** of {len(photos)} photos predicted.")
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "probability": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+            "car score": st.column_config.NumberColumn(format="%.2f"),
+        },
+        key="predict_table",
+    )
+    submission_ui(predictor, photos, results)
+
+
+def submission_ui(predictor, photos: list[Photo], results) -> None:
+    """Download the readable photos' predictions as a Kaggle `Id,Category` CSV."""
+    from carclf.submit import submission_csv
+
+    with widgets.user_errors(stop=False):
+        csv_text = submission_csv([p.name for p in photos], results, predictor)
+        st.download_button(
+            "Download Kaggle CSV (Id,Category)",
+            data=csv_text,
+            file_name="submission.csv",
+            mime="text/csv",
+            key="predict_download",
+            icon=":material/download:",
+        )
+
+
+def predict_page() -> None:
+    st.title("Predict")
+    with widgets.user_errors():
+        predictor = loaders.load_predictor(sidebar.selected_model())
+    options = options_ui()
+    photos = photos_ui()
+    if not photos:
+        st.info("Upload car photos, take one with the camera, or pick a sample.", icon=":material/upload:")
+        return
+    if len(photos) == 1:
+        single_ui(predictor, photos[0], options)
+    else:
+        batch_ui(predictor, photos, options)
+
+
+predict_page()

@@ -1,0 +1,55 @@
+"""Helpers for the dashboard's AppTest tests: open a page of app.py with tmp folders and fresh caches."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+APP = REPO_ROOT / "app.py"
+# Seconds one script run may take: the first run loads TensorFlow and a model on 2 shared cores.
+RUN_TIMEOUT_S = 240
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """Empty models/runs/augment folders in tmp_path and no cached models or scans from other tests."""
+    folders = {name: tmp_path / name for name in ("models", "runs", "augment")}
+    for folder in folders.values():
+        folder.mkdir()
+    monkeypatch.setenv("CARCLF_MODELS_DIR", str(folders["models"]))
+    monkeypatch.setenv("CARCLF_RUNS_DIR", str(folders["runs"]))
+    monkeypatch.setenv("CARCLF_AUGMENT_DIR", str(folders["augment"]))
+    monkeypatch.delenv("CARCLF_DATA_DIR", raising=False)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield folders
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def open_page(script: str) -> AppTest:
+    """Run app.py opened on pages/<script> (without first running the default page)."""
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S)
+    at.switch_page(f"pages/{script}")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def copy_photos(shared_data: Path, layout: dict[str, list[str]], dest: Path) -> Path:
+    """Copy real photos into dest/<class>/ (``layout``: class -> paths relative to shared_data)."""
+    for name, files in layout.items():
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        for rel in files:
+            shutil.copy(shared_data / rel, dest / name / Path(rel).name)
+    return dest
+
+
+def texts(elements) -> list[str]:
+    """The text of each element (markdown, error, info...), for assertions."""
+    return [str(e.value) for e in elements]
