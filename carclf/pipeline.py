@@ -1,0 +1,198 @@
+"""``tf.data`` input pipelines: photos on disk -> batches of raw RGB float32 0..255 at img_size.
+
+Decoding goes through ``carclf.images`` (EXIF, CMYK, alpha... handled once, everywhere) inside
+``tf.numpy_function`` so it runs on parallel tf.data threads; albumentations runs there too when training.
+Images reach the model already at ``img_size x img_size``: the model contains no resize and does its
+own normalisation. A file that fails to decode is logged once and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from carclf.augment import AugConfig, Augmenter, AugSchedule, pre_resize_side
+from carclf.errors import ConfigError, ImageError
+from carclf.images import load_image, load_rgb_array
+
+LOG = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# Shuffle buffer: the whole file list up to this many entries (a buffer of paths costs nothing; a
+# larger one only delays the first batch).
+MAX_SHUFFLE_BUFFER = 20_000
+
+# Channels of every image the pipeline yields (RGB).
+CHANNELS = 3
+
+ImageAugment = Callable[[np.ndarray, Optional[int]], np.ndarray]
+"""A per-image augmentation ``f(uint8 HxWx3, seed) -> uint8 SxSx3``; ``Augmenter`` is one."""
+
+PathLike = Union[str, Path]
+
+
+class _Decoder:
+    """Reads one file for tf.data; remembers (and logs once) every file that failed."""
+
+    def __init__(self, img_size: int, augment: Optional[ImageAugment]):
+        self.img_size = img_size
+        self.augment = augment
+        self.failed: dict[str, str] = {}  # path -> reason
+        self._lock = threading.Lock()
+
+    def __call__(self, path: bytes, seed: np.int64) -> tuple[np.ndarray, np.bool_]:
+        name = path.decode("utf-8")
+        try:
+            if self.augment is None:
+                image = load_rgb_array(name, self.img_size)
+            else:
+                photo = np.asarray(load_image(name, min_size=pre_resize_side(self.img_size)))
+                image = np.ascontiguousarray(self.augment(photo, int(seed)), dtype=np.uint8)
+        except ImageError as error:
+            self._record(name, str(error))
+            return np.zeros((self.img_size, self.img_size, CHANNELS), np.uint8), np.bool_(False)
+        if image.shape != (self.img_size, self.img_size, CHANNELS):
+            raise ValueError(f"augmentation returned shape {image.shape} for {name}, "
+                             f"expected {(self.img_size, self.img_size, CHANNELS)}")
+        return image, np.bool_(True)
+
+    def _record(self, name: str, reason: str) -> None:
+        with self._lock:
+            first = name not in self.failed
+            self.failed[name] = reason
+        if first:
+            LOG.warning("skipping unreadable image %s: %s", name, reason)
+
+
+def _as_augment(augment: Union[None, AugConfig, ImageAugment], img_size: int) -> Optional[ImageAugment]:
+    if augment is None or callable(augment):
+        return augment
+    if isinstance(augment, AugConfig):
+        return Augmenter(augment, img_size)
+    raise ConfigError(f"augment must be None, an AugConfig or an Augmenter, got {type(augment).__name__}.")
+
+
+def _check_sizes(img_size: int, batch_size: int) -> None:
+    if not isinstance(img_size, (int, np.integer)) or img_size < 8:
+        raise ConfigError(f"img_size must be a whole number of pixels >= 8, got {img_size!r}.")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+
+
+def _is_ok(image, label, ok):
+    return ok
+
+
+def _drop_flag(image, label, ok):
+    return image, label
+
+
+def _to_float(images, *rest):
+    """uint8 travels through the pipeline (4x less to copy); the model gets float32 0..255."""
+    return (tf.cast(images, tf.float32), *rest)
+
+
+def make_dataset(
+    paths: Sequence[PathLike],
+    labels: Sequence[int],
+    img_size: int,
+    batch_size: int,
+    augment: Union[None, AugConfig, ImageAugment] = None,
+    shuffle: bool = True,
+    seed: Optional[int] = 0,
+    num_classes: Optional[int] = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Batches of ``(images float32 (B,S,S,3) 0..255, labels)`` for ``model.fit``/``evaluate``.
+
+    ``augment``: None for validation (the whole photo resized, as ``load_rgb_array`` does at prediction
+    time), an ``AugConfig``, or an ``Augmenter`` (whose ``strength`` a callback may change between
+    epochs). Labels are int32 class indices, or one-hot float32 when ``num_classes`` is given (for label
+    smoothing). With a ``seed`` the order and the augmentation draws are the same on every run; each
+    epoch still reshuffles and redraws. Unreadable files are logged once and dropped.
+    """
+    _check_sizes(img_size, batch_size)
+    if len(paths) != len(labels):
+        raise ConfigError(f"{len(paths)} paths but {len(labels)} labels: give one label per photo.")
+    if not len(paths):
+        raise ConfigError("no photos to build a dataset from.")
+    label_array = np.asarray(labels, dtype=np.int32)
+    if num_classes is not None and (label_array.min() < 0 or label_array.max() >= num_classes):
+        raise ConfigError(f"labels must be in 0..{num_classes - 1}, found {label_array.min()}..{label_array.max()}.")
+    decoder = _Decoder(int(img_size), _as_augment(augment, int(img_size)))
+
+    files = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], label_array))
+    if shuffle:
+        files = files.shuffle(min(len(paths), MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip((files, draws))
+
+    def load(item, draw):
+        path, label = item
+        image, ok = tf.numpy_function(decoder, [path, draw], [tf.uint8, tf.bool], stateful=False)
+        image.set_shape((img_size, img_size, CHANNELS))
+        ok.set_shape(())
+        if num_classes is not None:
+            label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return image, label, ok
+
+    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
+    dataset = dataset.filter(_is_ok).map(_drop_flag)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder).map(_to_float)
+    dataset = dataset.prefetch(AUTOTUNE)
+    dataset.decoder = decoder  # type: ignore[attr-defined]  # callers/tests can read decoder.failed
+    return dataset
+
+
+def make_predict_dataset(paths: Sequence[PathLike], img_size: int, batch_size: int) -> tf.data.Dataset:
+    """Batches of ``(images float32 (B,S,S,3), index int32 (B,), ok bool (B,))`` in file order.
+
+    ``index`` is the position in ``paths``; ``ok`` is False for a file that could not be read (its image
+    is all zeros): report those, do not predict a class for them.
+    """
+    _check_sizes(img_size, batch_size)
+    decoder = _Decoder(int(img_size), augment=None)
+    indices = tf.data.Dataset.range(len(paths)).map(lambda i: tf.cast(i, tf.int32))
+    files = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices([str(p) for p in paths]), indices))
+
+    def load(path, index):
+        image, ok = tf.numpy_function(decoder, [path, tf.constant(0, tf.int64)], [tf.uint8, tf.bool],
+                                      stateful=False)
+        image.set_shape((img_size, img_size, CHANNELS))
+        ok.set_shape(())
+        return image, index, ok
+
+    dataset = files.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch_size)
+    dataset = dataset.map(_to_float)
+    dataset = dataset.prefetch(AUTOTUNE)
+    dataset.decoder = decoder  # type: ignore[attr-defined]
+    return dataset
+
+
+class AugScheduleCallback(keras.callbacks.Callback):
+    """Sets an ``Augmenter``'s strength at the start of each epoch from an ``AugSchedule``.
+
+    The running tf.data pipeline reads the new strength on its next image: nothing is rebuilt.
+    ``total_epochs`` counts all epochs of the run (``epoch`` from Keras is absolute when ``fit`` gets
+    ``initial_epoch``).
+    """
+
+    def __init__(self, augmenter: Augmenter, schedule: AugSchedule, total_epochs: int):
+        super().__init__()
+        self.augmenter = augmenter
+        self.schedule = schedule
+        self.total_epochs = int(total_epochs)
+        self.base_strength = augmenter.strength
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        strength = self.schedule.strength_at(epoch, self.total_epochs, self.base_strength)
+        if strength != self.augmenter.strength:
+            LOG.info("epoch %d: augmentation strength %.2f -> %.2f", epoch + 1, self.augmenter.strength, strength)
+            self.augmenter.set_strength(strength)
