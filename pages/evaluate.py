@@ -1,2 +1,121 @@
+"""Evaluate: score a model on a labelled folder; accuracy, per-class table, confusion matrix, and the
+photos behind any confusion cell with their top-k and Grad-CAM."""
+
+from __future__ import annotations
+
+import pandas as pd
 import streamlit as st
-st.title("TODO")
+
+from carclf.ui import charts, loaders, settings, sidebar, widgets
+
+# Photos shown for one confusion cell (each may get a Grad-CAM overlay, ~1 s each on CPU).
+MAX_CELL_PHOTOS = 10
+# TTA views offered for evaluation (0 = original view only).
+MAX_TTA = 8
+# session_state key of the last report (kept so clicking a cell does not re-run the evaluation).
+REPORT_KEY = "eval_report"
+
+
+def model_ui() -> str | None:
+    """Which model to evaluate; starts at the sidebar's choice."""
+    choices = sidebar.model_choices()
+    current = st.session_state.get(sidebar.MODEL_KEY, sidebar.DEFAULT_CHOICE)
+    options = list(choices)
+    choice = st.selectbox("Model", options, index=options.index(current) if current in options else 0,
+                          format_func=choices.get, key="eval_model")
+    return None if choice == sidebar.DEFAULT_CHOICE else choice
+
+
+def run_ui(model_path: str | None, folder, tta: int) -> None:
+    """Run carclf.evaluate with a progress bar and keep the report in the session."""
+    from carclf.evaluate import evaluate
+
+    with widgets.user_errors():
+        predictor = loaders.load_predictor(model_path)
+        bar = st.progress(0.0, text="Evaluating…")
+        report = evaluate(predictor, folder, tta=tta,
+                          progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                    text=f"Evaluated {done} / {total} photos"))
+        bar.empty()
+    st.session_state[REPORT_KEY] = {"report": report, "model": model_path}
+
+
+def scores_ui(report) -> None:
+    cols = st.columns(4)
+    cols[0].metric("Accuracy", f"{report.accuracy:.1%}")
+    cols[1].metric("Macro F1", f"{report.macro_f1:.3f}")
+    cols[2].metric("Photos", report.n_images)
+    cols[3].metric("Unreadable", len(report.unreadable))
+    table = pd.DataFrame([vars(m) for m in report.per_class]).rename(columns={"name": "class"})
+    st.dataframe(table, hide_index=True, key="eval_per_class",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
+    if report.unreadable:
+        st.warning("Unreadable: " + "; ".join(f"{p}: {why}" for p, why in report.unreadable))
+
+
+def cell_choice_ui(report) -> tuple[str, str]:
+    """The confusion cell to open: set by clicking the heatmap, or with the two select boxes."""
+    labels = list(report.labels)
+    event = st.plotly_chart(charts.confusion_heatmap(report.confusion, labels), key="eval_confusion",
+                            on_select="rerun", selection_mode="points")
+    points = event.selection.points if event and event.selection else []
+    if points:
+        clicked = (str(points[0]["y"]), str(points[0]["x"]))
+        if clicked != st.session_state.get("eval_clicked"):
+            st.session_state["eval_clicked"] = clicked
+            st.session_state["eval_true"], st.session_state["eval_pred"] = clicked
+    if st.session_state.get("eval_true") not in labels:
+        wrong = report.misclassified
+        first = (wrong[0].true, wrong[0].predicted) if wrong else (labels[0], labels[0])
+        st.session_state["eval_true"], st.session_state["eval_pred"] = first
+    cols = st.columns(2)
+    true = cols[0].selectbox("True class", labels, key="eval_true")
+    pred = cols[1].selectbox("Predicted class", labels, key="eval_pred")
+    return true, pred
+
+
+def cell_ui(report, model_path: str | None, true: str, pred: str) -> None:
+    """The photos of one confusion cell: file, predicted class and probability, top-k, Grad-CAM."""
+    paths = report.cell(true, pred)
+    st.subheader(f"True {true} → predicted {pred}: {len(paths)} photos")
+    if not paths:
+        return
+    by_path = {f.path: f for f in report.files}
+    show_cam = st.toggle("Grad-CAM overlays", value=False, key="eval_cam")
+    predictor = loaders.load_predictor(model_path) if show_cam else None
+    for path in paths[:MAX_CELL_PHOTOS]:
+        result = by_path[path]
+        cols = st.columns([1, 1, 2])
+        with widgets.user_errors(stop=False):
+            cols[0].image(loaders.thumbnail_of(path, widgets.THUMBNAIL_PX), width="stretch")
+            if predictor is not None:
+                _, overlay = predictor.explain(path)
+                overlay.thumbnail((widgets.THUMBNAIL_PX, widgets.THUMBNAIL_PX))
+                cols[1].image(overlay, caption="Grad-CAM", width="stretch")
+        top = " · ".join(f"{name} {p:.0%}" for name, p in result.top_k)
+        cols[2].markdown(f"`{path}`\n\ntrue **{result.true}**, predicted **{result.predicted}** "
+                         f"({result.probability:.1%})\n\ntop-k: {top}")
+    if len(paths) > MAX_CELL_PHOTOS:
+        st.caption(f"…and {len(paths) - MAX_CELL_PHOTOS} more.")
+
+
+def evaluate_page() -> None:
+    st.title("Evaluate")
+    model_path = model_ui()
+    folder = widgets.folder_input_ui("Labelled folder (one sub-folder per class)", key="eval_data",
+                                     default=settings.default_data_dir())
+    tta = st.slider("TTA views (0 = none)", 0, MAX_TTA, 0, key="eval_tta")
+    if st.button("Run evaluation", type="primary", disabled=folder is None, key="eval_run",
+                 icon=":material/play_arrow:"):
+        run_ui(model_path, folder, tta)
+    state = st.session_state.get(REPORT_KEY)
+    if not state:
+        return
+    report = state["report"]
+    st.caption(f"Model `{report.model_name}` on {report.data_dir} (TTA {report.tta}).")
+    scores_ui(report)
+    true, pred = cell_choice_ui(report)
+    cell_ui(report, state["model"], true, pred)
+
+
+evaluate_page()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import dataclass
 
@@ -85,7 +86,7 @@ def verdict_ui(result, predictor) -> None:
     else:
         st.warning(
             f"### Not a car\nCar score {result.car_score:.2f} is below the gate's threshold "
-            f"{predictor.gate.threshold:.2f}. Best guess if it is one: {result.label} ({result.probability:.0%}).",
+            f"{predictor.gate_threshold:.2f}. Best guess if it is one: {result.label} ({result.probability:.0%}).",
             icon=":material/block:",
         )
     st.caption(f"Car score {result.car_score:.2f} · model `{result.model_name}`")
@@ -166,19 +167,21 @@ def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
 
 
 def submission_ui(predictor, photos: list[Photo], results) -> None:
-    """Download the readable photos' predictions as a Kaggle `Id,Category` CSV."""
-    from carclf.submit import submission_csv
+    """Download the readable photos' predictions as a Kaggle `Id,Category` CSV (Category = class folder)."""
+    from carclf.submit import CATEGORY_COLUMN, ID_COLUMN
 
-    with widgets.user_errors(stop=False):
-        csv_text = submission_csv([p.name for p in photos], results, predictor)
-        st.download_button(
-            "Download Kaggle CSV (Id,Category)",
-            data=csv_text,
-            file_name="submission.csv",
-            mime="text/csv",
-            key="predict_download",
-            icon=":material/download:",
-        )
+    rows = [(photo.name, predictor.class_names[max(range(len(r.probabilities)), key=r.probabilities.__getitem__)])
+            for photo, r in zip(photos, results) if r.ok]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([(ID_COLUMN, CATEGORY_COLUMN), *rows])
+    st.download_button(
+        f"Download Kaggle CSV ({len(rows)} rows)",
+        data=buffer.getvalue(),
+        file_name="submission.csv",
+        mime="text/csv",
+        key="predict_download",
+        icon=":material/download:",
+    )
 
 
 def predict_page() -> None:
