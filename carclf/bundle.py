@@ -122,7 +122,9 @@ def save_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     temp_dir = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{out_dir.name}-", dir=out_dir.parent))
     try:
-        inference_model = keras.Model(model.inputs, model.outputs, name=model.name)  # uncompiled: no optimizer
+        # model.input/output, not the .inputs/.outputs lists: a list-wrapped model returns a one-item list when
+        # called inside another model (the predictor's combined model), not a tensor.
+        inference_model = keras.Model(model.input, model.output, name=model.name)  # uncompiled: no optimizer
         inference_model.save(temp_dir / MODEL_FILE)
         _write_json(temp_dir / LABELS_FILE, class_names)
         _write_json(temp_dir / META_FILE, full_meta)
