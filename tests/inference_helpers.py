@@ -61,9 +61,10 @@ def colour_classifier(size: int = SIZE) -> keras.Model:
     return model
 
 
-def save_colour_bundle(models_dir: Path, name: str = "colour") -> Path:
-    """A real bundle folder holding the colour model."""
-    return save_bundle(colour_classifier(), Path(models_dir) / name, COLOURS, meta={"backbone": "colour-test"})
+def save_colour_bundle(models_dir: Path, name: str = "colour", class_names=COLOURS) -> Path:
+    """A real bundle folder holding the colour model; ``class_names`` renames red, green, blue (e.g. to the
+    competition's category ids "0", "1", "2")."""
+    return save_bundle(colour_classifier(), Path(models_dir) / name, class_names, meta={"backbone": "colour-test"})
 
 
 def expected_colour(path: Path, size: int = SIZE) -> str:
