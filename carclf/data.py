@@ -259,8 +259,8 @@ def _check_classes(root: Path, classes: list[str], files: Mapping[str, list[Path
         raise DataError(f"{root}: no class folders found; put the photos in {root}/<class name>/.")
     empty = [name for name in classes if not files[name]]
     if empty:
-        raise DataError(f"{root}: class folder(s) {', '.join(empty)} contain no images "
-                        f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))}); add photos or remove the folder.")
+        raise DataError(f"{root}: class(es) {', '.join(empty)} have no images "
+                        f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files); add photos or remove the class.")
     if len(classes) < 2:
         raise DataError(f"{root}: only one class ({classes[0]}) found; a classifier needs at least two "
                         "class folders.")
