@@ -38,6 +38,8 @@ META_KEYS = (
     "format", "name", "backbone", "img_size", "class_names", "display_names", "num_classes",
     "val_metrics", "run_id", "data_summary", "gate_threshold", "created_at", "versions",
 )
+# Permissions of a finished bundle folder (mkdtemp creates 0700).
+BUNDLE_DIR_MODE = 0o755
 # Bundle names become folder names: letters, digits, dot, dash, underscore; must start alphanumeric.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -128,6 +130,7 @@ def save_bundle(
         inference_model.save(temp_dir / MODEL_FILE)
         _write_json(temp_dir / LABELS_FILE, class_names)
         _write_json(temp_dir / META_FILE, full_meta)
+        os.chmod(temp_dir, BUNDLE_DIR_MODE)  # mkdtemp makes it private; a bundle is meant to be shared
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(temp_dir, out_dir)
@@ -167,6 +170,8 @@ def read_bundle_meta(bundle_dir) -> dict:
 def load_bundle(bundle_dir) -> Bundle:
     """Load a bundle in Keras safe mode and check that the model matches its labels and input size."""
     import keras  # heavy: only when loading
+
+    import carclf.backbones  # noqa: F401  registers carclf's custom layers, needed to load in safe mode
 
     bundle_dir = Path(bundle_dir)
     meta = read_bundle_meta(bundle_dir)

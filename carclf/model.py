@@ -1,0 +1,147 @@
+"""The classifier: a pretrained backbone plus a small head, and progressive unfreezing.
+
+``Input(S, S, 3) raw RGB 0..255 -> "backbone" (called with training=False) -> "head" -> softmax``.
+The backbone is always called in inference mode, so its BatchNormalization layers keep their ImageNet
+statistics even when their neighbours are fine-tuned (keras.io's transfer-learning rule); Grad-CAM splits
+the model at the ``"backbone"`` / ``"head"`` boundary. Every layer is a stock Keras layer, so the saved
+``model.keras`` loads with ``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import keras
+
+from carclf.config import HeadConfig, TrainConfig
+from carclf.errors import ConfigError
+
+# Layer names other modules rely on (Grad-CAM, the predictor, set_trainable).
+BACKBONE_NAME = "backbone"
+HEAD_NAME = "head"
+INPUT_NAME = "image"
+OUTPUT_NAME = "predictions"
+# Passed as ``weights`` to mean "whatever the config says".
+FROM_CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class PoolingSpec:
+    """A global pooling of the 4-D feature map into one vector per image."""
+
+    name: str
+    description: str
+    build: Callable  # (features tensor) -> pooled tensor
+
+
+def _avg(x):
+    return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+
+def _max(x):
+    return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+
+def _avgmax(x):
+    return keras.layers.Concatenate(name="avgmax_pool")([_avg(x), _max(x)])
+
+
+POOLINGS = {
+    spec.name: spec
+    for spec in (
+        PoolingSpec("avg", "global average pooling (the usual choice)", _avg),
+        PoolingSpec("max", "global max pooling (strongest response per channel)", _max),
+        PoolingSpec("avgmax", "average and max pooling concatenated (twice the features)", _avgmax),
+    )
+}
+
+
+def resolve_img_size(config: TrainConfig) -> int:
+    """The input side the run uses: the config's ``img_size``, or the backbone's native size when 0."""
+    if config.img_size:
+        return int(config.img_size)
+    from carclf.backbones import get_backbone
+
+    return int(get_backbone(config.backbone).input_size)
+
+
+def resolve_weights(config: TrainConfig, weights=FROM_CONFIG):
+    """``"imagenet"``, ``None`` or a weights file path, from the explicit argument or the config."""
+    if weights == FROM_CONFIG:
+        return None if config.weights == "none" else config.weights
+    return weights
+
+
+def build_head(feature_shape, num_classes: int, head: HeadConfig) -> keras.Model:
+    """The sub-model ``"head"``: pooling, optional BN, dense blocks, dropout, float32 softmax."""
+    if head.pooling not in POOLINGS:
+        raise ConfigError(f"unknown head pooling {head.pooling!r}: choose one of {', '.join(POOLINGS)}.")
+    features = keras.Input(shape=tuple(feature_shape), name="features")
+    x = POOLINGS[head.pooling].build(features)
+    if head.batchnorm:
+        x = keras.layers.BatchNormalization(name="pool_bn")(x)
+    for index, block in enumerate(head.dense):
+        x = keras.layers.Dense(block.units, use_bias=not block.batchnorm, name=f"dense_{index}")(x)
+        if block.batchnorm:
+            x = keras.layers.BatchNormalization(name=f"dense_{index}_bn")(x)
+        x = keras.layers.Activation(block.activation, name=f"dense_{index}_{block.activation}")(x)
+        if block.dropout:
+            x = keras.layers.Dropout(block.dropout, name=f"dense_{index}_dropout")(x)
+    if head.dropout:
+        x = keras.layers.Dropout(head.dropout, name="top_dropout")(x)
+    # float32 even under mixed precision: a float16 softmax loses small probabilities and NaNs the loss.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
+    return keras.Model(features, outputs, name=HEAD_NAME)
+
+
+def build_classifier(config: TrainConfig, num_classes: int, weights=FROM_CONFIG) -> keras.Model:
+    """Backbone (frozen) + head as one functional model taking raw RGB 0..255 at ``resolve_img_size``."""
+    from carclf.backbones import build_backbone
+
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}.")
+    img_size = resolve_img_size(config)
+    backbone = build_backbone(config.backbone, resolve_weights(config, weights), img_size)
+    backbone.trainable = False
+    inputs = keras.Input(shape=(img_size, img_size, 3), name=INPUT_NAME)
+    features = backbone(inputs, training=False)  # BN in inference mode, even when layers are unfrozen
+    head = build_head(features.shape[1:], num_classes, config.head)
+    outputs = head(features)
+    return keras.Model(inputs, outputs, name=f"carclf_{config.backbone}")
+
+
+def backbone_layers(model: keras.Model) -> list:
+    """The backbone's unfreezable layers (with weights, not BatchNorm), input to output: what ``unfreeze`` counts."""
+    return [layer for layer in model.get_layer(BACKBONE_NAME).layers if layer.weights and not _is_batchnorm(layer)]
+
+
+def _is_batchnorm(layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def set_trainable(model: keras.Model, unfreeze: Union[int, float]) -> int:
+    """Unfreeze the last ``unfreeze`` backbone layers (int) or that fraction of them (float in (0, 1]).
+
+    0 freezes the whole backbone (head-only training). BatchNormalization layers always stay frozen and
+    are not counted. Returns how many backbone layers are now trainable. Recompile the model afterwards.
+    """
+    if isinstance(unfreeze, bool) or not isinstance(unfreeze, (int, float)) or unfreeze < 0:
+        raise ConfigError(f"unfreeze must be 0, a layer count or a fraction in (0, 1], got {unfreeze!r}.")
+    if isinstance(unfreeze, float) and unfreeze > 1.0:
+        raise ConfigError(f"unfreeze fraction must be at most 1.0, got {unfreeze}.")
+    backbone = model.get_layer(BACKBONE_NAME)
+    model.get_layer(HEAD_NAME).trainable = True
+    layers = backbone_layers(model)
+    if isinstance(unfreeze, float):
+        count = max(1, round(unfreeze * len(layers)))
+    else:
+        count = min(int(unfreeze), len(layers))
+    if count == 0:
+        backbone.trainable = False
+        return 0
+    backbone.trainable = True
+    chosen = {id(layer) for layer in layers[len(layers) - count:]}
+    for layer in backbone.layers:
+        layer.trainable = id(layer) in chosen  # BatchNorm and weightless layers: never trainable here
+    return count
