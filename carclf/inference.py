@@ -38,7 +38,8 @@ def build_combined_model(classifier: keras.Model | None, gate_classifier: keras.
     The joint input is the larger of the two input sizes; the smaller model gets an antialiased Resizing
     layer, so a 96-px classifier and the 224-px gate both see a properly scaled photo.
     """
-    members = [(name, model) for name, model in ((CLASSES_OUTPUT, classifier), (IMAGENET_OUTPUT, gate_classifier)) if model is not None]
+    pairs = ((CLASSES_OUTPUT, classifier), (IMAGENET_OUTPUT, gate_classifier))
+    members = [(name, model) for name, model in pairs if model is not None]
     if not members:
         raise ValueError("build_combined_model needs a classifier, a gate classifier or both.")
     size = max(model_input_size(model) for _, model in members)
@@ -49,7 +50,9 @@ def build_combined_model(classifier: keras.Model | None, gate_classifier: keras.
         sized = image
         if own != size:
             sized = keras.layers.Resizing(own, own, antialias=True, name=f"resize_for_{output_name}")(image)
-        outputs[output_name] = model(sized, training=False)
+        output = model(sized, training=False)
+        # a model rebuilt as keras.Model(inputs, outputs_list) (e.g. by save_bundle) returns a 1-item list
+        outputs[output_name] = output[0] if isinstance(output, (list, tuple)) else output
     return keras.Model(image, outputs, name="carclf_inference")
 
 
