@@ -300,3 +300,18 @@ def _type_name(hint) -> str:
     if origin is Literal:
         return " or ".join(map(repr, typing.get_args(hint)))
     return getattr(hint, "__name__", str(hint))
+
+
+def with_total_epochs(config: TrainConfig, total: int) -> TrainConfig:
+    """A copy whose stages share ``total`` epochs in the proportions of the original schedule (>= 1 each)."""
+    if isinstance(total, bool) or not isinstance(total, int) or total < len(config.stages):
+        raise ConfigError(f"epochs must be a whole number >= {len(config.stages)} (one per stage), got {total!r}.")
+    planned = config.epochs_total
+    shares = [max(1, round(stage.epochs * total / planned)) for stage in config.stages]
+    shares[0] += total - sum(shares)  # rounding remainder goes to the head stage
+    while shares[0] < 1:  # the remainder was negative: take it from the longest later stage
+        longest = max(range(1, len(shares)), key=lambda i: shares[i])
+        shares[longest] -= 1
+        shares[0] += 1
+    stages = [dataclasses.replace(stage, epochs=epochs) for stage, epochs in zip(config.stages, shares)]
+    return dataclasses.replace(config, stages=stages)

@@ -1,0 +1,110 @@
+"""``python -m carclf runs list | show RUN | stop RUN | resume RUN | delete RUN [--runs-dir DIR]``.
+
+A terminal view of what the dashboard's Train page shows: every run's state and progress, one run's
+status, history and log tail, and the stop/resume/delete actions. Reads files only (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "List, inspect, stop, resume or delete training runs."
+
+# Lines of log shown by ``runs show``.
+LOG_TAIL_LINES = 15
+# Seconds ``runs stop`` waits for the run to save and exit.
+STOP_WAIT_SECONDS = 30.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="folder of run folders (default: runs)")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="all runs, newest first", description="All runs, newest first.")
+    _runs_dir_after_action(listing)
+    for name, text in (("show", "status, history and log tail of one run"), ("stop", "stop a running run (resumable)"),
+                       ("resume", "continue a stopped, failed or interrupted run in the background"),
+                       ("delete", "delete a run folder that is not running")):
+        sub = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("run_id", metavar="RUN", help="run id as shown by 'runs list'")
+        _runs_dir_after_action(sub)
+
+
+def _runs_dir_after_action(parser: argparse.ArgumentParser) -> None:
+    """Accept --runs-dir after the action too; SUPPRESS keeps the top-level value when it is not given."""
+    parser.add_argument("--runs-dir", default=argparse.SUPPRESS, metavar="DIR", help="folder of run folders")
+
+
+def run(args: argparse.Namespace) -> int:
+    return ACTIONS[args.action](args)
+
+
+def _list(args) -> int:
+    from carclf import runs
+
+    found = runs.list_runs(args.runs_dir)
+    if not found:
+        print(f"no runs in {args.runs_dir}")
+        return 0
+    print(f"{'RUN':<44} {'STATE':<12} {'STAGE':<6} {'EPOCH':<8} {'BEST VAL ACC':<12}")
+    for status in found:
+        print(f"{status['run_id']:<44} {status.get('state', '?'):<12} {_stage(status):<6} {_epoch(status):<8} "
+              f"{_accuracy(status.get('best_val_accuracy')):<12}")
+    return 0
+
+
+def _show(args) -> int:
+    from carclf import runs
+
+    status = runs.read_status(args.run_id, args.runs_dir)
+    print(f"run {args.run_id}: {status.get('state')}  stage {_stage(status)}  epoch {_epoch(status)}  "
+          f"best val accuracy {_accuracy(status.get('best_val_accuracy'))}")
+    for key in ("started_at", "heartbeat_at", "finished_at", "devices", "bundle", "error"):
+        if status.get(key):
+            print(f"  {key}: {status[key]}")
+    history = runs.read_history(args.run_id, args.runs_dir)
+    if len(history):
+        print(history.tail(10).to_string(index=False))
+    tail = runs.read_log_tail(args.run_id, args.runs_dir, LOG_TAIL_LINES)
+    if tail.strip():
+        print("--- log ---")
+        print(tail)
+    return 0
+
+
+def _stop(args) -> int:
+    from carclf import runs
+
+    status = runs.stop_run(args.run_id, args.runs_dir, timeout=STOP_WAIT_SECONDS)
+    print(f"run {args.run_id}: {status.get('state')}")
+    return 0
+
+
+def _resume(args) -> int:
+    from carclf import runs
+
+    pid = runs.resume_run(args.run_id, args.runs_dir)
+    print(f"run {args.run_id} resumed in the background (pid {pid})")
+    return 0
+
+
+def _delete(args) -> int:
+    from carclf import runs
+
+    runs.delete_run(args.run_id, args.runs_dir)
+    print(f"run {args.run_id} deleted")
+    return 0
+
+
+ACTIONS = {"list": _list, "show": _show, "stop": _stop, "resume": _resume, "delete": _delete}
+
+
+def _stage(status: dict) -> str:
+    return f"{status['stage']}/{status.get('stages_total', '?')}" if status.get("stage") else "-"
+
+
+def _epoch(status: dict) -> str:
+    return f"{status.get('epoch') or 0}/{status['epochs_total']}" if status.get("epochs_total") else "-"
+
+
+def _accuracy(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"

@@ -1,0 +1,92 @@
+"""``python -m carclf train --data DIR [--preset quick|full] [--config FILE] [options] [--detach]``.
+
+Builds a ``TrainConfig`` (preset <- config file <- these options), creates a run folder and trains in the
+foreground with a progress bar, or in a detached background process with ``--detach``. The internal
+``--run-dir DIR`` (re)starts an existing run folder: that is how ``start_run``/``resume_run`` launch it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Train a classifier on a folder of labelled photos (two-stage transfer learning)."
+
+# Exit code when the run was stopped (SIGTERM) instead of finishing; errors exit with 2 (cli.py).
+EXIT_STOPPED = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from carclf.config import PRESETS
+
+    parser.add_argument("--data", metavar="DIR", help="dataset folder: one sub-folder per class, or Kaggle train.csv + train/")
+    parser.add_argument("--config", metavar="FILE", help="training config YAML (keys of carclf.config.TrainConfig)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="base settings: quick (CPU, minutes) or full (GPU)")
+    parser.add_argument("--backbone", metavar="NAME", help="backbone name (python -c 'import carclf; print(carclf.list_backbones())')")
+    parser.add_argument("--img-size", type=int, metavar="N", help="input side in pixels (0 = backbone native)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="total epochs, shared by the stages in the preset's proportions")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="images per training step")
+    parser.add_argument("--name", help="run name (part of the run id and bundle name)")
+    parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="folder of run folders (default: runs)")
+    parser.add_argument("--models-dir", metavar="DIR", help="where the trained bundle goes (default: models)")
+    parser.add_argument("--detach", action="store_true", help="train in a background process and return at once")
+    parser.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)  # internal: (re)start an existing run
+
+
+def build_config(args: argparse.Namespace):
+    """The validated TrainConfig for these arguments."""
+    from carclf.config import load_config, with_total_epochs
+    from carclf.errors import ConfigError
+
+    overrides = {
+        "data": args.data, "backbone": args.backbone, "img_size": args.img_size,
+        "batch_size": args.batch_size, "name": args.name, "models_dir": args.models_dir,
+    }
+    config = load_config(path=args.config, preset=args.preset, overrides=overrides)
+    if not config.data:
+        raise ConfigError("no dataset given: pass --data DIR (a folder with one sub-folder per class).")
+    if not Path(config.data).is_dir():
+        raise ConfigError(f"--data {config.data}: no such folder.")
+    if args.epochs is not None:
+        config = with_total_epochs(config, args.epochs)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from carclf import runs
+
+    if args.run_dir:
+        return _run_existing(Path(args.run_dir), args)
+    config = build_config(args)
+    if args.detach:
+        run_id = runs.start_run(config, args.runs_dir)
+        print(run_id)
+        print(f"training in the background; follow it with: python -m carclf runs show {run_id}")
+        return 0
+    from carclf.train import train
+
+    paths = runs.create_run(config, args.runs_dir)
+    print(f"run {paths.run_id} in {paths.root}", flush=True)
+    status = train(config, paths.root)
+    if status.get("state") != runs.FINISHED:
+        return EXIT_STOPPED
+    print(f"finished: bundle {status.get('bundle')}, validation accuracy {status.get('final_val_accuracy'):.3f}")
+    return 0
+
+
+def _run_existing(run_dir: Path, args: argparse.Namespace) -> int:
+    """Train (or continue) the run in ``run_dir`` from its own config.yaml; other options are refused."""
+    from carclf import runs
+    from carclf.config import load_config
+    from carclf.errors import RunError
+    from carclf.train import train
+
+    given = [name for name in ("data", "config", "preset", "backbone", "img_size", "epochs", "batch_size", "name")
+             if getattr(args, name) is not None]
+    if given:
+        raise RunError(f"--run-dir uses the run's own config.yaml; drop --{given[0].replace('_', '-')}.")
+    paths = runs.RunPaths(run_dir)
+    if not paths.config.is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.yaml).")
+    status = train(load_config(paths.config), paths.root)
+    return 0 if status.get("state") == runs.FINISHED else EXIT_STOPPED
