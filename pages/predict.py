@@ -142,7 +142,7 @@ def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
     bar.empty()
     for photo, result in zip(photos, results):
         if not result.ok:
-            st.error(f"{photo.name}: {result.error}", icon=":material/broken_image:")
+            st.error(result.error, icon=":material/broken_image:")
     table = pd.DataFrame(
         {
             "file": [p.name for p in photos],

@@ -1,0 +1,107 @@
+"""The Predict page with the real default model on real photos: one photo in detail, many photos as a
+table, bad files reported per file, the sample gallery, and a trained bundle chosen in the sidebar."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from app_helpers import app_env, open_page, texts  # noqa: F401  (app_env is a fixture)
+
+CAR = "cars/sf_dl_car_classification_ostrebko/0/3076.jpg"  # a Lada Priora from the competition
+EXIF_CAR = "edge_cases/derived_format_variants_of_sf_images/exif_orientation6_class0_3076.jpg"
+NON_CAR = "noncars/caffe_cat.jpg"
+
+
+def _upload(at, files):
+    at.file_uploader(key="predict_upload").set_value(files).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _chart(at) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+def _captions(at) -> list[str]:
+    return [img.proto.imgs[0].caption for img in at.image]
+
+
+def test_one_car_photo_in_detail(app_env, shared_data):
+    at = open_page("predict.py")
+    assert not at.error, texts(at.error)
+    _upload(at, ("3076.jpg", (shared_data / CAR).read_bytes(), "image/jpeg"))
+    assert not at.error and not at.warning, texts(at.error) + texts(at.warning)
+    verdict = at.success[0].value
+    bars = _chart(at)["data"][0]
+    assert len(bars["y"]) == 5  # the default top-k
+    assert bars["y"][-1] in verdict  # the most probable class (drawn on top) is the verdict
+    assert any("default model" in text.lower() for text in texts(at.info))  # the default-model notice
+    captions = _captions(at)
+    views = [c for c in captions if ":" in c and "%" in c]
+    assert len(views) == 8 and views[0].startswith("original:")  # 8 TTA views, each with its top class
+    assert any(c.startswith("Grad-CAM for") for c in captions)
+
+
+def test_tta_off_and_fewer_classes(app_env, shared_data):
+    at = open_page("predict.py")
+    at.toggle(key="predict_tta").set_value(False)
+    at.toggle(key="predict_explain").set_value(False)
+    at.slider(key="predict_top_k").set_value(2)
+    _upload(at, ("car.jpg", (shared_data / EXIF_CAR).read_bytes(), "image/jpeg"))
+    assert len(_chart(at)["data"][0]["y"]) == 2
+    captions = _captions(at)
+    assert not [c for c in captions if c.startswith("original:")]  # no per-view grid without TTA
+    assert not [c for c in captions if c.startswith("Grad-CAM")]
+
+
+def test_non_car_photo_says_not_a_car(app_env, shared_data):
+    at = open_page("predict.py")
+    _upload(at, ("cat.jpg", (shared_data / NON_CAR).read_bytes(), "image/jpeg"))
+    assert not at.success
+    assert "Not a car" in at.warning[0].value and "Car score" in at.warning[0].value
+
+
+def _bad_files() -> list[tuple[str, bytes, str]]:
+    truncated = io.BytesIO()
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(truncated, "JPEG")
+    bomb = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(bomb, "PNG")  # 81 MP in a few kB
+    return [
+        ("notes.jpg", b"this is a text file, not a photo", "image/jpeg"),
+        ("empty.jpg", b"", "image/jpeg"),
+        ("cut.jpg", truncated.getvalue()[:400], "image/jpeg"),
+        ("huge.png", bomb.getvalue(), "image/png"),
+    ]
+
+
+def test_many_photos_table_with_bad_files(app_env, shared_data):
+    at = open_page("predict.py")
+    good = [("3076.jpg", (shared_data / CAR).read_bytes(), "image/jpeg"),
+            ("cat.jpg", (shared_data / NON_CAR).read_bytes(), "image/jpeg")]
+    _upload(at, good + _bad_files())
+    errors = texts(at.error)
+    assert len(errors) == 4, errors
+    for name, reason in (("notes.jpg", "not an image"), ("empty.jpg", "empty"), ("cut.jpg", "truncated"),
+                         ("huge.png", "too large")):
+        assert any(e.startswith(name) and reason in e.lower() for e in errors), (name, errors)
+    table = at.dataframe[0].value
+    assert list(table["file"]) == [name for name, _, _ in good + _bad_files()]
+    assert list(table["is car"][:2]) == [True, False]
+    assert (table["prediction"][2:] == "unreadable").all()
+    download = at.get("download_button")[0]
+    assert "2 rows" in download.proto.label
+
+
+@pytest.mark.parametrize("sample", ["car_red_sports", "noncar_cat"])
+def test_sample_gallery(app_env, sample):
+    at = open_page("predict.py")
+    at.button(key=f"predict_sample_{sample}").click().run()
+    assert not at.exception
+    if sample.startswith("car"):
+        assert "sports car" in at.success[0].value
+    else:
+        assert "Not a car" in at.warning[0].value
