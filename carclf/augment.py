@@ -183,11 +183,22 @@ def _check_bounds(spec: TransformSpec, entry: TransformEntry) -> None:
         value = entry.params.get(param.name)
         values = value if isinstance(value, tuple) else (value,)
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        for number in numbers:
-            if (param.low is not None and number < param.low) or (param.high is not None and number > param.high):
-                raise ConfigError(f"{spec.name}.{param.name}={value!r} is out of range: each value must be in "
-                                  f"[{param.low if param.low is not None else '-inf'}, "
-                                  f"{param.high if param.high is not None else 'inf'}].")
+        if any(not _within(number, param) for number in numbers):
+            low = "-inf" if param.low is None else param.low
+            high = "inf" if param.high is None else param.high
+            interval = f"{'[' if param.low_inclusive else '('}{low}, {high}{']' if param.high_inclusive else ')'}"
+            raise ConfigError(f"{spec.name}.{param.name}={value!r} is out of range: each value must be in {interval}.")
+        if param.kind == "range" and len(numbers) == 2 == len(values) and numbers[0] > numbers[1]:
+            raise ConfigError(f"{spec.name}.{param.name}={value!r}: the first value (low) must not exceed the "
+                              "second (high).")
+
+
+def _within(number: float, param) -> bool:
+    if param.low is not None and (number < param.low or (number == param.low and not param.low_inclusive)):
+        return False
+    if param.high is not None and (number > param.high or (number == param.high and not param.high_inclusive)):
+        return False
+    return True
 
 
 def _instantiate(entry: TransformEntry, img_size: int, p: Optional[float] = None) -> A.BasicTransform:

@@ -36,6 +36,8 @@ class ParamSpec:
     default: Any  # from __init__; tuples stay tuples
     low: Optional[float] = None  # hard lower bound from the schema (None: unbounded)
     high: Optional[float] = None  # hard upper bound from the schema (None: unbounded)
+    low_inclusive: bool = True  # False: values must be strictly greater than low
+    high_inclusive: bool = True  # False: values must be strictly less than high
     ui_low: Optional[float] = None  # slider range: the hard bounds, or a sensible range when unbounded
     ui_high: Optional[float] = None
     choices: tuple = ()  # for kind "choice"
@@ -72,6 +74,7 @@ class _Curation:
     bounds: Mapping[str, tuple[Optional[float], Optional[float]]] = field(default_factory=dict)  # bounds the
     # schema enforces in code (a field_validator) rather than declaring them
     image_sized: tuple[str, ...] = ()
+    fixed: tuple[str, ...] = ()  # parameters left at the library default because carclf depends on it
 
 
 # The transforms offered, in UI order. Parameters not listed under ``neutral`` are never scaled by
@@ -108,10 +111,10 @@ CURATED: dict[str, _Curation] = {
     ),
     "RandomGamma": _Curation("colour", neutral={"gamma_limit": 100.0}, slider={"gamma_limit": (50, 150)}),
     "CLAHE": _Curation("colour", slider={"clip_limit": (1, 8), "tile_grid_size": (2, 16)}),
-    "ToGray": _Curation("colour"),
+    "ToGray": _Curation("colour", fixed=("num_output_channels",)),  # models take 3 channels
     "GaussNoise": _Curation("noise and blur", neutral={"std_range": 0.0, "mean_range": 0.0}),
     "MotionBlur": _Curation("noise and blur", slider={"blur_limit": (3, 25)}),
-    "GaussianBlur": _Curation("noise and blur", slider={"blur_limit": (0, 25), "sigma_limit": (0.0, 5.0)}),
+    "GaussianBlur": _Curation("noise and blur", slider={"blur_limit": (0, 25), "sigma_limit": (0.1, 5.0)}),
     "Sharpen": _Curation("noise and blur", neutral={"alpha": 0.0, "lightness": 1.0},
                          slider={"kernel_size": (3, 9), "sigma": (0.1, 3.0)}),
     "ImageCompression": _Curation("noise and blur", neutral={"quality_range": 100.0}),
@@ -121,7 +124,8 @@ CURATED: dict[str, _Curation] = {
     "RandomShadow": _Curation("weather", neutral={"shadow_intensity_range": 0.0},
                               slider={"shadow_dimension": (3, 10)}),
     "RandomFog": _Curation("weather"),
-    "RandomRain": _Curation("weather", slider={"drop_length": (1, 100), "drop_width": (1, 5),
+    # drop_length must stay below the (pre-resized) image height: 30 px is safe from img_size 32 up.
+    "RandomRain": _Curation("weather", slider={"drop_length": (1, 30), "drop_width": (1, 5),
                                                "blur_value": (1, 15)}),
 }
 
@@ -189,7 +193,8 @@ def _kind(annotation: Any) -> tuple[str, tuple, bool, bool]:
     members = [m for m in members if m is not type(None)]
     literals = [m for m in members if typing.get_origin(m) is Literal]
     if len(members) == 1 and literals:
-        return "choice", tuple(a for a in typing.get_args(literals[0]) if a is not None), False, optional
+        values = typing.get_args(literals[0])
+        return "choice", tuple(a for a in values if a is not None), False, optional or None in values
     if members == [bool]:
         return "bool", (), False, optional
     pairs = [t for t in (_is_pair(m) for m in members) if t is not None]
@@ -202,20 +207,28 @@ def _kind(annotation: Any) -> tuple[str, tuple, bool, bool]:
     return "other", (), False, optional
 
 
-def _bounds(field_info: Any) -> tuple[Optional[float], Optional[float]]:
-    """Hard bounds declared in the schema: annotated_types Ge/Gt/Le/Lt or albumentations' range check."""
+def _bounds(field_info: Any) -> tuple[Optional[float], Optional[float], bool, bool]:
+    """Hard bounds declared in the schema (annotated_types Ge/Gt/Le/Lt, or albumentations'
+    ``check_range_bounds`` validator): (low, high, low_inclusive, high_inclusive)."""
     low = high = None
+    low_inclusive = high_inclusive = True
     for item in field_info.metadata:
-        if isinstance(item, (annotated_types.Ge, annotated_types.Gt)):
-            low = getattr(item, "ge", getattr(item, "gt", None))
-        elif isinstance(item, (annotated_types.Le, annotated_types.Lt)):
-            high = getattr(item, "le", getattr(item, "lt", None))
+        if isinstance(item, annotated_types.Ge):
+            low = item.ge
+        elif isinstance(item, annotated_types.Gt):
+            low, low_inclusive = item.gt, False
+        elif isinstance(item, annotated_types.Le):
+            high = item.le
+        elif isinstance(item, annotated_types.Lt):
+            high, high_inclusive = item.lt, False
         func = getattr(item, "func", None)
         if func is not None and func.__closure__:
             names = inspect.getclosurevars(func).nonlocals
             if "min_val" in names:
                 low, high = names["min_val"], names.get("max_val")
-    return low, high
+                low_inclusive = names.get("min_inclusive", True)
+                high_inclusive = names.get("max_inclusive", True)
+    return low, high, low_inclusive, high_inclusive
 
 
 def _docstring_args(cls: type) -> dict[str, str]:
@@ -237,10 +250,25 @@ def _docstring_args(cls: type) -> dict[str, str]:
     return {name: text.split(". ")[0].rstrip(".") + "." if text else "" for name, text in helps.items()}
 
 
-def _ui_range(kind: str, low, high, default, slider: Optional[tuple]) -> tuple[Optional[float], Optional[float]]:
+# An exclusive bound (``gt=0``) is shown on a slider this fraction of the range inside it.
+EXCLUSIVE_MARGIN = 0.01
+
+
+def _ui_range(kind: str, low, high, default, slider: Optional[tuple], inclusive: tuple[bool, bool]
+              ) -> tuple[Optional[float], Optional[float]]:
     """The slider range: hard bounds when both exist, else the curated range, else around the default."""
     if kind not in ("float", "int", "range"):
         return None, None
+    ui_low, ui_high = _ui_range_inclusive(kind, low, high, default, slider)
+    span = (ui_high - ui_low) * EXCLUSIVE_MARGIN
+    if not inclusive[0] and ui_low == low:
+        ui_low = low + (1 if kind == "int" else span)
+    if not inclusive[1] and ui_high == high:
+        ui_high = high - (1 if kind == "int" else span)
+    return ui_low, ui_high
+
+
+def _ui_range_inclusive(kind: str, low, high, default, slider: Optional[tuple]) -> tuple[float, float]:
     if low is not None and high is not None and slider is None:
         return low, high
     if slider is not None:
@@ -259,15 +287,19 @@ def _derive(name: str, curation: _Curation) -> TransformSpec:
     helps = _docstring_args(cls)
     params = []
     for field_name, field_info in cls.InitSchema.model_fields.items():
-        if field_name in NOT_USER_PARAMS or field_name in curation.image_sized:
+        if field_name in NOT_USER_PARAMS or field_name in curation.image_sized + curation.fixed:
             continue
         kind, choices, integer, optional = _kind(field_info.annotation)
-        low, high = curation.bounds.get(field_name) or _bounds(field_info)
+        low, high, low_inclusive, high_inclusive = _bounds(field_info)
+        if field_name in curation.bounds:
+            low, high = curation.bounds[field_name]
         parameter = signature.parameters.get(field_name)
         default = None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
-        ui_low, ui_high = _ui_range(kind, low, high, default, curation.slider.get(field_name))
+        ui_low, ui_high = _ui_range(kind, low, high, default, curation.slider.get(field_name),
+                                    (low_inclusive, high_inclusive))
         params.append(ParamSpec(
-            name=field_name, kind=kind, default=default, low=low, high=high, ui_low=ui_low, ui_high=ui_high,
+            name=field_name, kind=kind, default=default, low=low, high=high, low_inclusive=low_inclusive,
+            high_inclusive=high_inclusive, ui_low=ui_low, ui_high=ui_high,
             choices=choices, integer=integer or kind == "int", optional=optional, help=helps.get(field_name, ""),
         ))
     p_default = signature.parameters["p"].default

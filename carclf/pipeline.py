@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -44,7 +45,8 @@ class _Decoder:
     def __init__(self, img_size: int, augment: Optional[ImageAugment]):
         self.img_size = img_size
         self.augment = augment
-        self.failed: dict[str, str] = {}  # path -> reason
+        self.failed: dict[str, str] = {}  # path -> reason: unreadable, skipped
+        self.augment_failed: dict[str, str] = {}  # path -> reason: used un-augmented
         self._lock = threading.Lock()
 
     def __call__(self, path: bytes, seed: np.int64) -> tuple[np.ndarray, np.bool_]:
@@ -54,7 +56,7 @@ class _Decoder:
                 image = load_rgb_array(name, self.img_size)
             else:
                 photo = np.asarray(load_image(name, min_size=pre_resize_side(self.img_size)))
-                image = np.ascontiguousarray(self.augment(photo, int(seed)), dtype=np.uint8)
+                image = self._augment(name, photo, int(seed))
         except ImageError as error:
             self._record(name, str(error))
             return np.zeros((self.img_size, self.img_size, CHANNELS), np.uint8), np.bool_(False)
@@ -62,6 +64,19 @@ class _Decoder:
             raise ValueError(f"augmentation returned shape {image.shape} for {name}, "
                              f"expected {(self.img_size, self.img_size, CHANNELS)}")
         return image, np.bool_(True)
+
+    def _augment(self, name: str, photo: np.ndarray, seed: int) -> np.ndarray:
+        """Augment; a transform that cannot handle this photo (e.g. rain drops longer than a tiny image)
+        is logged once and the photo is used un-augmented, rather than ending a long training run."""
+        try:
+            return np.ascontiguousarray(self.augment(photo, seed), dtype=np.uint8)
+        except (ValueError, cv2.error) as error:
+            with self._lock:
+                first = name not in self.augment_failed
+                self.augment_failed[name] = str(error)
+            if first:
+                LOG.warning("augmentation failed on %s (%s); using it un-augmented", name, error)
+            return load_rgb_array(photo, self.img_size)
 
     def _record(self, name: str, reason: str) -> None:
         with self._lock:
