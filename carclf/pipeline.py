@@ -3,7 +3,8 @@
 Decoding goes through ``carclf.images`` (EXIF, CMYK, alpha... handled once, everywhere) inside
 ``tf.numpy_function`` so it runs on parallel tf.data threads; albumentations runs there too when training.
 Images reach the model already at ``img_size x img_size``: the model contains no resize and does its
-own normalisation. A file that fails to decode is logged once and skipped, never fatal.
+own normalisation. A file that fails to decode is logged once and replaced by the next readable photo
+(training/validation) or flagged (prediction), never fatal.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from carclf.augment import AugConfig, Augmenter, AugSchedule, pre_resize_side
-from carclf.errors import ConfigError, ImageError
+from carclf.errors import ConfigError, DataError, ImageError
 from carclf.images import load_image, load_rgb_array
 
 LOG = logging.getLogger(__name__)
@@ -40,30 +41,55 @@ PathLike = Union[str, Path]
 
 
 class _Decoder:
-    """Reads one file for tf.data; remembers (and logs once) every file that failed."""
+    """Reads photos for tf.data; remembers (and logs once) every file that failed."""
 
-    def __init__(self, img_size: int, augment: Optional[ImageAugment]):
+    def __init__(self, paths: Sequence[PathLike], img_size: int, augment: Optional[ImageAugment],
+                 labels: Optional[np.ndarray] = None):
+        self.paths = [str(p) for p in paths]
+        self.labels = labels
         self.img_size = img_size
         self.augment = augment
-        self.failed: dict[str, str] = {}  # path -> reason: unreadable, skipped
+        self.failed: dict[str, str] = {}  # path -> reason: unreadable (replaced or flagged)
         self.augment_failed: dict[str, str] = {}  # path -> reason: used un-augmented
         self._lock = threading.Lock()
 
-    def __call__(self, path: bytes, seed: np.int64) -> tuple[np.ndarray, np.bool_]:
-        name = path.decode("utf-8")
+    def read(self, index: int, seed: int) -> np.ndarray:
+        """The photo at ``index`` as uint8 SxSx3 (augmented when training), or ImageError."""
+        name = self.paths[index]
+        if name in self.failed:
+            raise ImageError(self.failed[name])
         try:
             if self.augment is None:
-                image = load_rgb_array(name, self.img_size)
-            else:
-                photo = np.asarray(load_image(name, min_size=pre_resize_side(self.img_size)))
-                image = self._augment(name, photo, int(seed))
+                return load_rgb_array(name, self.img_size)
+            photo = np.asarray(load_image(name, min_size=pre_resize_side(self.img_size)))
+            image = self._augment(name, photo, seed)
         except ImageError as error:
             self._record(name, str(error))
-            return np.zeros((self.img_size, self.img_size, CHANNELS), np.uint8), np.bool_(False)
+            raise
         if image.shape != (self.img_size, self.img_size, CHANNELS):
             raise ValueError(f"augmentation returned shape {image.shape} for {name}, "
                              f"expected {(self.img_size, self.img_size, CHANNELS)}")
-        return image, np.bool_(True)
+        return image
+
+    def labelled(self, index: np.int64, seed: np.int64) -> tuple[np.ndarray, np.int32]:
+        """(image, label) for training/validation. An unreadable photo is replaced by the next readable
+        one in the list (with its label), so every epoch has the same number of batches and Keras knows
+        the epoch length; the file is logged once."""
+        count = len(self.paths)
+        for step in range(count):
+            candidate = (int(index) + step) % count
+            try:
+                return self.read(candidate, int(seed)), np.int32(self.labels[candidate])
+            except ImageError:
+                continue
+        raise DataError(f"none of the {count} photos could be read; see the log for the reasons.")
+
+    def flagged(self, index: np.int64) -> tuple[np.ndarray, np.bool_]:
+        """(image, ok) for prediction: an unreadable photo is all zeros with ok=False."""
+        try:
+            return self.read(int(index), 0), np.bool_(True)
+        except ImageError:
+            return np.zeros((self.img_size, self.img_size, CHANNELS), np.uint8), np.bool_(False)
 
     def _augment(self, name: str, photo: np.ndarray, seed: int) -> np.ndarray:
         """Augment; a transform that cannot handle this photo (e.g. rain drops longer than a tiny image)
@@ -83,7 +109,7 @@ class _Decoder:
             first = name not in self.failed
             self.failed[name] = reason
         if first:
-            LOG.warning("skipping unreadable image %s: %s", name, reason)
+            LOG.warning("unreadable image %s: %s", name, reason)
 
 
 def _as_augment(augment: Union[None, AugConfig, ImageAugment], img_size: int) -> Optional[ImageAugment]:
@@ -99,14 +125,6 @@ def _check_sizes(img_size: int, batch_size: int) -> None:
         raise ConfigError(f"img_size must be a whole number of pixels >= 8, got {img_size!r}.")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
-
-
-def _is_ok(image, label, ok):
-    return ok
-
-
-def _drop_flag(image, label, ok):
-    return image, label
 
 
 def _to_float(images, *rest):
@@ -131,7 +149,8 @@ def make_dataset(
     time), an ``AugConfig``, or an ``Augmenter`` (whose ``strength`` a callback may change between
     epochs). Labels are int32 class indices, or one-hot float32 when ``num_classes`` is given (for label
     smoothing). With a ``seed`` the order and the augmentation draws are the same on every run; each
-    epoch still reshuffles and redraws. Unreadable files are logged once and dropped.
+    epoch still reshuffles and redraws. An unreadable file is logged once and replaced by the next
+    readable photo in the list, so the number of batches per epoch is fixed (``dataset.cardinality()``).
     """
     _check_sizes(img_size, batch_size)
     if len(paths) != len(labels):
@@ -141,27 +160,24 @@ def make_dataset(
     label_array = np.asarray(labels, dtype=np.int32)
     if num_classes is not None and (label_array.min() < 0 or label_array.max() >= num_classes):
         raise ConfigError(f"labels must be in 0..{num_classes - 1}, found {label_array.min()}..{label_array.max()}.")
-    decoder = _Decoder(int(img_size), _as_augment(augment, int(img_size)))
+    decoder = _Decoder(paths, int(img_size), _as_augment(augment, int(img_size)), labels=label_array)
 
-    files = tf.data.Dataset.from_tensor_slices(([str(p) for p in paths], label_array))
+    indices = tf.data.Dataset.range(len(paths))
     if shuffle:
-        files = files.shuffle(min(len(paths), MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        indices = indices.shuffle(min(len(paths), MAX_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    dataset = tf.data.Dataset.zip((files, draws))
 
-    def load(item, draw):
-        path, label = item
-        image, ok = tf.numpy_function(decoder, [path, draw], [tf.uint8, tf.bool], stateful=False)
+    def load(index, draw):
+        image, label = tf.numpy_function(decoder.labelled, [index, draw], [tf.uint8, tf.int32], stateful=False)
         image.set_shape((img_size, img_size, CHANNELS))
-        ok.set_shape(())
+        label.set_shape(())
         if num_classes is not None:
             label = tf.one_hot(label, num_classes, dtype=tf.float32)
-        return image, label, ok
+        return image, label
 
-    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
-    dataset = dataset.filter(_is_ok).map(_drop_flag)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder).map(_to_float)
-    dataset = dataset.prefetch(AUTOTUNE)
+    dataset = tf.data.Dataset.zip((indices, draws)).map(load, num_parallel_calls=AUTOTUNE,
+                                                         deterministic=seed is not None)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder).map(_to_float).prefetch(AUTOTUNE)
     dataset.decoder = decoder  # type: ignore[attr-defined]  # callers/tests can read decoder.failed
     return dataset
 
@@ -173,20 +189,16 @@ def make_predict_dataset(paths: Sequence[PathLike], img_size: int, batch_size: i
     is all zeros): report those, do not predict a class for them.
     """
     _check_sizes(img_size, batch_size)
-    decoder = _Decoder(int(img_size), augment=None)
-    indices = tf.data.Dataset.range(len(paths)).map(lambda i: tf.cast(i, tf.int32))
-    files = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices([str(p) for p in paths]), indices))
+    decoder = _Decoder(paths, int(img_size), augment=None)
 
-    def load(path, index):
-        image, ok = tf.numpy_function(decoder, [path, tf.constant(0, tf.int64)], [tf.uint8, tf.bool],
-                                      stateful=False)
+    def load(index):
+        image, ok = tf.numpy_function(decoder.flagged, [index], [tf.uint8, tf.bool], stateful=False)
         image.set_shape((img_size, img_size, CHANNELS))
         ok.set_shape(())
-        return image, index, ok
+        return image, tf.cast(index, tf.int32), ok
 
-    dataset = files.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch_size)
-    dataset = dataset.map(_to_float)
-    dataset = dataset.prefetch(AUTOTUNE)
+    dataset = tf.data.Dataset.range(len(paths)).map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size).map(_to_float).prefetch(AUTOTUNE)
     dataset.decoder = decoder  # type: ignore[attr-defined]
     return dataset
 
