@@ -18,6 +18,7 @@ from carclf.data import (
     natural_key,
     scan_dataset,
     stratified_split,
+    tqdm_progress,
 )
 from carclf.errors import ConfigError, DataError
 
@@ -241,3 +242,9 @@ def test_dataset_info_is_immutable(shared_data: Path) -> None:
     assert isinstance(info, DatasetInfo)
     with pytest.raises(AttributeError):
         info.classes = ()  # type: ignore[misc]
+
+
+def test_tqdm_progress_draws_a_bar(shared_data: Path, capsys: pytest.CaptureFixture) -> None:
+    info = scan_dataset(shared_data / COMPETITION, progress=tqdm_progress("scanning"))
+    err = capsys.readouterr().err
+    assert "scanning" in err and f"{len(info.items)}/{len(info.items)}" in err
