@@ -84,6 +84,9 @@ class HistoryCSV(keras.callbacks.Callback):
         if not self._truncated:  # first epoch of this fit: BackupAndRestore has already set the start epoch
             truncate_history(self.paths, self.epoch_offset + epoch + 1)
             self._truncated = True
+            if epoch:
+                print(f"stage {self.stage}: continuing from its epoch {epoch + 1} (run epoch "
+                      f"{self.epoch_offset + epoch + 1})", flush=True)
         self._started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None) -> None:

@@ -1,0 +1,145 @@
+"""TrainConfig: presets, YAML round trip, layered overrides, and rejection of bad keys, types and values."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from carclf.config import (
+    PRESETS,
+    HeadConfig,
+    StageConfig,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    with_total_epochs,
+)
+from carclf.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_loads_and_round_trips(tmp_path, name):
+    config = load_config(preset=name)
+    assert config.stages[0].unfreeze == 0, "stage 1 must train the head only"
+    assert len(config.stages) >= 2, "a preset fine-tunes after the head stage"
+    saved = config.save(tmp_path / "config.yaml")
+    assert load_config(saved) == config
+
+
+def test_quick_and_full_presets_differ_as_documented():
+    quick, full = load_config(preset="quick"), load_config(preset="full")
+    assert full.epochs_total > quick.epochs_total
+    assert full.batch_size > quick.batch_size
+    assert quick.backbone == "efficientnet_lite0"
+
+
+def test_default_is_the_quick_preset():
+    assert load_config() == load_config(preset="quick")
+
+
+def test_user_file_overrides_preset_and_merges_sections(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("img_size: 96\nhead:\n  dropout: 0.5\n", encoding="utf-8")
+    quick = load_config(preset="quick")
+    config = load_config(path, preset="quick", overrides={"batch_size": 4, "name": None})
+    assert (config.img_size, config.batch_size, config.head.dropout) == (96, 4, 0.5)
+    assert config.head.pooling == quick.head.pooling, "a partial head section keeps the preset's other keys"
+    assert config.name == quick.name, "None overrides are ignored"
+    assert config.stages == quick.stages
+
+
+def test_nested_sections_become_dataclasses():
+    config = config_from_dict({
+        "head": {"dense": [{"units": 64, "activation": "gelu", "dropout": 0.1}]},
+        "stages": [{"epochs": 2, "learning_rate": 0.01}, {"epochs": 1, "learning_rate": 1e-4, "unfreeze": 0.5}],
+    })
+    assert isinstance(config.head, HeadConfig) and config.head.dense[0].units == 64
+    assert all(isinstance(stage, StageConfig) for stage in config.stages)
+    assert config.stages[1].unfreeze == 0.5 and isinstance(config.stages[0].unfreeze, int)
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"epochz": 3}, "epochz"),
+    ({"head": {"units": 3}}, "head.units"),
+    ({"stages": [{"epochs": 1, "lr": 0.1}]}, "stages[0].lr"),
+    ({"head": {"dense": [{"width": 4}]}}, "head.dense[0].width"),
+])
+def test_unknown_keys_are_rejected_by_name(data, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        config_from_dict(data)
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"batch_size": "16"}, "batch_size"),
+    ({"batch_size": 16.5}, "batch_size"),
+    ({"batch_size": True}, "batch_size"),
+    ({"label_smoothing": "0.1"}, "label_smoothing"),
+    ({"early_stopping": "yes"}, "early_stopping"),
+    ({"weights": "random"}, "weights"),
+    ({"mixed_precision": "yes"}, "mixed_precision"),
+    ({"head": {"pooling": "mean"}}, "head.pooling"),
+    ({"stages": {"epochs": 3}}, "stages"),
+    ({"stages": [{"unfreeze": "half"}]}, "unfreeze"),
+    ({"class_display_names": ["a", "b"]}, "class_display_names"),
+])
+def test_wrong_types_are_rejected(data, key):
+    with pytest.raises(ConfigError, match=key):
+        config_from_dict(data)
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"val_fraction": 1.5}, "val_fraction"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"img_size": 16}, "img_size"),
+    ({"stages": []}, "stages"),
+    ({"stages": [{"epochs": 0}]}, r"stages\[0\].epochs"),
+    ({"stages": [{"unfreeze": 1.5}]}, "unfreeze"),
+    ({"stages": [{"unfreeze": -2}]}, "unfreeze"),
+    ({"stages": [{"learning_rate": 0}]}, "learning_rate"),
+    ({"optimizer": "adagrad"}, "optimizer"),
+    ({"head": {"dense": [{"activation": "softsign"}]}}, "activation"),
+    ({"head": {"dropout": 1.0}}, "head.dropout"),
+    ({"label_smoothing": 1.0}, "label_smoothing"),
+])
+def test_out_of_range_values_are_rejected(data, key):
+    with pytest.raises(ConfigError, match=key):
+        config_from_dict(data)
+
+
+def test_bool_settings_accept_auto_and_booleans():
+    assert config_from_dict({"mixed_precision": True, "xla": "auto"}).mixed_precision is True
+    assert config_from_dict({"mixed_precision": False}).mixed_precision is False
+
+
+def test_bad_files_raise_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("head: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listing)
+    with pytest.raises(ConfigError, match="unknown training preset"):
+        load_config(preset="huge")
+
+
+def test_saved_yaml_is_plain_and_complete(tmp_path):
+    config = load_config(preset="full", overrides={"data": "/data/cars", "class_display_names": {"0": "Lada Priora"}})
+    data = yaml.safe_load(config.save(tmp_path / "c.yaml").read_text(encoding="utf-8"))
+    assert set(data) == {field for field in TrainConfig.__dataclass_fields__}
+    assert data["data"] == "/data/cars" and data["class_display_names"] == {"0": "Lada Priora"}
+
+
+@pytest.mark.parametrize("total", [2, 5, 16, 40])
+def test_with_total_epochs_keeps_every_stage_and_the_total(total):
+    config = with_total_epochs(load_config(preset="quick"), total)
+    assert sum(stage.epochs for stage in config.stages) == total
+    assert all(stage.epochs >= 1 for stage in config.stages)
+
+
+def test_with_total_epochs_rejects_fewer_epochs_than_stages():
+    with pytest.raises(ConfigError, match="epochs"):
+        with_total_epochs(load_config(preset="full"), 2)
