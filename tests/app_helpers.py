@@ -32,9 +32,15 @@ def app_env(tmp_path, monkeypatch):
     st.cache_data.clear()
 
 
-def open_page(script: str) -> AppTest:
-    """Run app.py opened on pages/<script> (without first running the default page)."""
+def open_page(script: str, model: str | None = None) -> AppTest:
+    """Run pages/<script> as the app does after choosing it in the navigation.
+
+    AppTest's switch_page runs the page script alone, without app.py's sidebar, so the sidebar's model
+    choice is passed in through session_state (``model``: a bundle folder, or None for the default).
+    """
     at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S)
+    if model is not None:
+        at.session_state["carclf_model"] = model
     at.switch_page(f"pages/{script}")
     at.run()
     assert not at.exception, at.exception
@@ -53,3 +59,21 @@ def copy_photos(shared_data: Path, layout: dict[str, list[str]], dest: Path) -> 
 def texts(elements) -> list[str]:
     """The text of each element (markdown, error, info...), for assertions."""
     return [str(e.value) for e in elements]
+
+
+def make_bundle(models_dir: Path, name: str, classes: list[str], display_names: list[str]) -> Path:
+    """A real (untrained, tiny) classifier saved as a bundle: efficientnet_lite0 at 32 px, random weights.
+
+    Its answers are arbitrary but deterministic; the tests check what the pages show, not accuracy.
+    """
+    import keras
+
+    from carclf.bundle import save_bundle
+    from carclf.config import load_config
+    from carclf.model import build_classifier
+
+    keras.utils.set_random_seed(0)
+    config = load_config(preset="quick", overrides={"img_size": 32, "weights": "none", "name": name})
+    model = build_classifier(config, len(classes))
+    return save_bundle(model, models_dir / name, classes, display_names,
+                       meta={"backbone": config.backbone, "val_metrics": {"accuracy": 0.5}})

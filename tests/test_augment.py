@@ -101,11 +101,15 @@ def test_registry_reads_bounds_and_types_from_the_schema() -> None:
     assert "size" not in TRANSFORMS["RandomResizedCrop"].accepted
     assert "num_output_channels" not in TRANSFORMS["ToGray"].accepted  # models need 3 channels
     assert "noise standard deviation" in std.help
+    assert TRANSFORMS["Affine"].param("rotate").help.startswith("Rotation in degrees (**NOT** radians), i.e. ")
+    assert TRANSFORMS["MotionBlur"].param("blur_limit").odd
 
 
 def _extreme_values(param):
     if param.kind == "range":
         low, high = param.ui_low, param.ui_high
+        if param.odd:  # a slider stepping by 2 from an odd low end
+            high = low + (high - low) // 2 * 2
         pairs = [(low, high), (low, low), (high, high)]
         return [tuple(int(v) for v in pair) if param.integer else pair for pair in pairs]
     if param.kind in ("float", "int"):
@@ -148,7 +152,8 @@ def test_every_slider_end_and_choice_is_a_valid_config(name: str, photo: np.ndar
         ({"name": "GaussNoise", "params": {"noise_scale_factor": 0}}, "out of range"),
         ({"name": "GaussianBlur", "params": {"sigma_limit": [3.0, 1.0]}}, "must not exceed"),
         ({"name": "ImageCompression", "params": {"quality_range": [0, 100]}}, "out of range"),
-        ({"name": "MotionBlur", "params": {"blur_limit": [4, 8]}}, "must be odd"),  # a library warning
+        ({"name": "MotionBlur", "params": {"blur_limit": [4, 8]}}, "must be odd"),
+        ({"name": "ImageCompression", "params": {"quality_range": [95, 99.5]}}, "ImageCompression: invalid"),
         ({"name": "Affine", "params": {"rotate": "a lot"}}, "Affine: invalid arguments"),
         ({"name": "ToGray", "params": {"method": "magic"}}, "ToGray: invalid arguments"),
         ({"name": "HorizontalFlip", "p": 1.5}, "p must be between 0 and 1"),
@@ -361,3 +366,11 @@ def test_schedule_weakens_the_last_epochs() -> None:
     schedule = AugSchedule(last_epochs=2, final_strength=0.3)
     assert [schedule.strength_at(e, 5, base=1.0) for e in range(5)] == [1.0, 1.0, 1.0, 0.3, 0.3]
     assert AugSchedule().strength_at(9, 10, base=0.8) == 0.8
+
+
+def test_library_warnings_while_building_become_config_errors() -> None:
+    """albumentations only warns about this kernel size (and silently changes it): carclf refuses it."""
+    with pytest.warns(UserWarning, match="Values less than 3 are not allowed"):
+        A.MotionBlur(blur_limit=(1, 3))
+    with pytest.raises(ConfigError, match="MotionBlur: invalid arguments .* less than 3"):
+        AugConfig.from_dict({"transforms": [{"name": "MotionBlur", "params": {"blur_limit": [1, 3]}}]})

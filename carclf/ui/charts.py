@@ -80,6 +80,7 @@ def compare_curves(histories: dict[str, pd.DataFrame], column: str = "val_accura
 def confusion_heatmap(matrix, class_names: Sequence[str]) -> go.Figure:
     """Confusion matrix (rows true, columns predicted) with counts written in the cells; clicking selects one."""
     names = [str(n) for n in class_names]
+    matrix = [[int(v) for v in row] for row in matrix]  # plain lists: readable figure JSON, no typed arrays
     fig = go.Figure(
         go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", text=matrix, texttemplate="%{text}",
                    hovertemplate="true %{y}<br>predicted %{x}<br>%{z} photos<extra></extra>")

@@ -54,12 +54,9 @@ def selected_model() -> str | None:
 
 def device_ui() -> None:
     """One sidebar line saying whether training and inference will use a GPU."""
-    try:
-        info = loaders.gpu_info()
-    except ModuleNotFoundError:  # TODO(integration): carclf.devices has not landed yet
-        st.sidebar.caption("Hardware: unknown")
-        return
-    if info.available:
-        st.sidebar.success(f"GPU: {info.summary}", icon=":material/memory:")
+    gpus = loaders.gpu_info()
+    if gpus:
+        names = ", ".join(gpu["name"] for gpu in gpus)
+        st.sidebar.success(f"GPU: {names}", icon=":material/memory:")
     else:
         st.sidebar.caption(":material/memory: No GPU: running on CPU (training is slow; use the `quick` preset).")
