@@ -188,6 +188,8 @@ def _check_bounds(spec: TransformSpec, entry: TransformEntry) -> None:
             high = "inf" if param.high is None else param.high
             interval = f"{'[' if param.low_inclusive else '('}{low}, {high}{']' if param.high_inclusive else ')'}"
             raise ConfigError(f"{spec.name}.{param.name}={value!r} is out of range: each value must be in {interval}.")
+        if param.odd and any(int(n) != n or (n != 0 and int(n) % 2 == 0) for n in numbers):
+            raise ConfigError(f"{spec.name}.{param.name}={value!r}: kernel sizes must be odd whole numbers.")
         if param.kind == "range" and len(numbers) == 2 == len(values) and numbers[0] > numbers[1]:
             raise ConfigError(f"{spec.name}.{param.name}={value!r}: the first value (low) must not exceed the "
                               "second (high).")

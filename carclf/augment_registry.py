@@ -43,6 +43,7 @@ class ParamSpec:
     choices: tuple = ()  # for kind "choice"
     integer: bool = False  # for "range": the pair holds ints
     optional: bool = False  # None is an accepted value
+    odd: bool = False  # whole numbers that must be odd (kernel sizes): a slider should step by 2
     help: str = ""  # first sentence of the library's own docstring for this argument
 
 
@@ -75,6 +76,7 @@ class _Curation:
     # schema enforces in code (a field_validator) rather than declaring them
     image_sized: tuple[str, ...] = ()
     fixed: tuple[str, ...] = ()  # parameters left at the library default because carclf depends on it
+    odd: tuple[str, ...] = ()  # kernel sizes the library only accepts odd
 
 
 # The transforms offered, in UI order. Parameters not listed under ``neutral`` are never scaled by
@@ -113,7 +115,7 @@ CURATED: dict[str, _Curation] = {
     "CLAHE": _Curation("colour", slider={"clip_limit": (1, 8), "tile_grid_size": (2, 16)}),
     "ToGray": _Curation("colour", fixed=("num_output_channels",)),  # models take 3 channels
     "GaussNoise": _Curation("noise and blur", neutral={"std_range": 0.0, "mean_range": 0.0}),
-    "MotionBlur": _Curation("noise and blur", slider={"blur_limit": (3, 25)}),
+    "MotionBlur": _Curation("noise and blur", slider={"blur_limit": (3, 25)}, odd=("blur_limit",)),
     "GaussianBlur": _Curation("noise and blur", slider={"blur_limit": (0, 25), "sigma_limit": (0.1, 5.0)}),
     "Sharpen": _Curation("noise and blur", neutral={"alpha": 0.0, "lightness": 1.0},
                          slider={"kernel_size": (3, 9), "sigma": (0.1, 3.0)}),
@@ -247,7 +249,13 @@ def _docstring_args(cls: type) -> dict[str, str]:
         elif current and line.strip() and not line.strip().startswith(("*", "-")):
             if not helps[current].endswith("."):
                 helps[current] = f"{helps[current]} {line.strip()}".strip()
-    return {name: text.split(". ")[0].rstrip(".") + "." if text else "" for name, text in helps.items()}
+    return {name: _first_sentence(text) for name, text in helps.items()}
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first full stop that ends a sentence (not the one in "i.e." or "e.g.")."""
+    sentence = re.split(r"(?<!i\.e)(?<!e\.g)\.\s", text, maxsplit=1)[0].rstrip(".")
+    return f"{sentence}." if sentence else ""
 
 
 # An exclusive bound (``gt=0``) is shown on a slider this fraction of the range inside it.
@@ -300,7 +308,8 @@ def _derive(name: str, curation: _Curation) -> TransformSpec:
         params.append(ParamSpec(
             name=field_name, kind=kind, default=default, low=low, high=high, low_inclusive=low_inclusive,
             high_inclusive=high_inclusive, ui_low=ui_low, ui_high=ui_high,
-            choices=choices, integer=integer or kind == "int", optional=optional, help=helps.get(field_name, ""),
+            choices=choices, integer=integer or kind == "int", optional=optional, odd=field_name in curation.odd,
+            help=helps.get(field_name, ""),
         ))
     p_default = signature.parameters["p"].default
     doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
