@@ -138,6 +138,7 @@ def natural_key(text: Union[str, Path]) -> tuple:
 
 
 def _visible(path: Path) -> bool:
+    """Hidden entries and "_" folders (``__MACOSX`` from zip files, ``_cache``) are not classes or photos."""
     return not path.name.startswith((".", "_"))
 
 
@@ -221,7 +222,7 @@ def scan_dataset(
     come from ``DIR/labels.json``, then the layout's defaults (the ten competition names), then the
     class folder names. Raises ``DataError`` when the folder cannot be used for training.
     """
-    root = Path(path).expanduser()
+    root = Path(path).expanduser().resolve()  # absolute: item paths must not depend on the cwd
     if not root.is_dir():
         raise DataError(f"{root}: no such folder. Point to a folder with one sub-folder per class, "
                         f"or with {KAGGLE_CSV} + {KAGGLE_IMAGE_DIR}/.")
