@@ -26,9 +26,10 @@ from carclf.tta import tta_views
 # Where bundles live when ``load_model()`` is called without a path (relative to the working directory).
 MODELS_DIR = "models"
 
-# TTA views per model call in predict_batch: large enough to amortise the call, small enough that a
-# 224-px float32 batch stays around 40 MB.
-VIEWS_PER_CALL = 64
+# TTA views per model call in predict_batch. On CPU the cost per view is the same from 8 views per call
+# up, but activations grow with the batch: with the default model 64 views per call peaked at 1.5 GB of
+# RSS, 32 at 1.1 GB, at the same images/s (bench/bench_inference.py).
+VIEWS_PER_CALL = 32
 
 # The top_k a result carries when the caller does not say.
 DEFAULT_TOP_K = 3
