@@ -97,3 +97,15 @@ def test_user_mistakes_are_typed_errors(bundle, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="parity"):
         export_model(bundle, "tflite", tmp_path / "d.tflite", parity_images=tmp_path / "empty")
+
+
+def test_parity_check_catches_an_export_that_changes_answers(bundle, parity_dir):
+    from carclf.bundle import load_bundle
+    from carclf.export import check_parity
+
+    model = load_bundle(bundle).model
+    batch = raw_batch(parity_photo_paths(parity_dir))
+    faithful = check_parity(model, model.predict_on_batch, batch, QUANTIZATIONS["none"])
+    swapped = check_parity(model, lambda b: model.predict_on_batch(b)[:, ::-1], batch, QUANTIZATIONS["int8"])
+    assert faithful.passed and faithful.max_abs_diff == 0.0
+    assert not swapped.passed and swapped.top1_agreement < 0.5 and swapped.max_abs_diff > 0.5

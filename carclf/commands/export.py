@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported {result.format} ({result.quantize}) to {result.path}: {result.size_bytes / 1e6:.2f} MB")
         print(
             f"parity on {parity.n_images} photos: max |dp| {parity.max_abs_diff:.2e} "
-            f"(tolerance {parity.tolerance:.0e}), top-1 agreement {parity.top1_agreement:.0%} -> "
+            f"(tolerance {parity.tolerance:.0e}), top-1 agreement {parity.top1_agreement:.0%} "
+            f"(at least {parity.min_top1_agreement:.0%}) -> "
             f"{'OK' if parity.passed else 'FAILED'}; details in {result.parity_path}"
         )
     return 0 if parity.passed else PARITY_FAILED
