@@ -34,6 +34,10 @@ MIN_STRENGTH, MAX_STRENGTH = 0.0, 2.0
 # 4000x3000 photo costs 100x more than a 290 px one and the extra detail is thrown away anyway.
 PRE_RESIZE_FACTOR = 1.3
 
+# The pre-resize uses bilinear: 10x faster than INTER_AREA for a 640 px photo (0.6 vs 6 ms, measured
+# here) and the shrink factor is under ~2 after the JPEG draft decode, so it barely aliases.
+PRE_RESIZE_INTERPOLATION = cv2.INTER_LINEAR
+
 # The final resize to img_size x img_size: INTER_AREA averages (antialiases) when shrinking, like the
 # Pillow resize of the evaluation path (carclf.images.load_rgb_array), so train and eval pixels match.
 FINAL_INTERPOLATION = cv2.INTER_AREA
@@ -270,7 +274,9 @@ def build_compose(
     user: list = []
     if train and config is not None and strength > 0:
         user = [_instantiate(scale_entry(entry, strength), img_size) for entry in config.transforms]
-    stages = [A.SmallestMaxSize(max_size=pre_resize_side(img_size), interpolation=FINAL_INTERPOLATION)] if user else []
+    stages = []
+    if user:
+        stages.append(A.SmallestMaxSize(max_size=pre_resize_side(img_size), interpolation=PRE_RESIZE_INTERPOLATION))
     stages += user + [A.Resize(img_size, img_size, interpolation=FINAL_INTERPOLATION)]
     return A.Compose(stages, seed=seed)
 
