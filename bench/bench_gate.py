@@ -100,7 +100,8 @@ def main() -> int:
             if r.ok and group != "ignored" and (score >= threshold) != (group == "car")
         ]
         ignored = [
-            {"path": str(p.relative_to(data)), "car_score": round(float(score), 4), "accepted": bool(score >= threshold)}
+            {"path": str(p.relative_to(data)), "car_score": round(float(score), 4),
+             "accepted": bool(score >= threshold)}
             for p, group, score in zip(paths, groups, scores)
             if group == "ignored"
         ]

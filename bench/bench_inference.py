@@ -63,7 +63,8 @@ def serve(photos: list[Path], predictions: int) -> dict:
     loaded = time.perf_counter() - start
     for i in range(predictions):
         model.predict(photos[i % len(photos)], tta=TTA_VIEWS)
-    return {"predictions": predictions, "load_s": round(loaded, 2), "total_s": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_rss_mb())}
+    total = time.perf_counter() - start
+    return {"predictions": predictions, "load_s": round(loaded, 2), "total_s": round(total, 1), "peak_rss_mb": round(peak_rss_mb())}
 
 
 def main() -> int:
@@ -80,7 +81,8 @@ def main() -> int:
 
     # the serving process runs first, before this process grows
     child = subprocess.run(
-        [sys.executable, __file__, "--serve-child", "--data", args.data, "--rss-predictions", str(args.rss_predictions)],
+        [sys.executable, __file__, "--serve-child", "--data", args.data,
+         "--rss-predictions", str(args.rss_predictions)],
         capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     served = json.loads(child.stdout.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from carclf import default_model
-from carclf.errors import CarclfError, ImageError
+from carclf.errors import ImageError
 from carclf.gate import CarGate, car_score
 from carclf.images import ImageSource, describe_source, load_image
 from carclf.results import Prediction, ViewResult, top_k_labels
@@ -253,8 +253,8 @@ def _bundle_mtime(bundle_dir: Path) -> float:
     """Newest modification time of the bundle's files (0 when missing: load_bundle then says what is wrong)."""
     from carclf.bundle import LABELS_FILE, META_FILE, MODEL_FILE
 
-    times = [(bundle_dir / n).stat().st_mtime for n in (MODEL_FILE, LABELS_FILE, META_FILE) if (bundle_dir / n).is_file()]
-    return max(times, default=0.0)
+    files = [bundle_dir / name for name in (MODEL_FILE, LABELS_FILE, META_FILE)]
+    return max((path.stat().st_mtime for path in files if path.is_file()), default=0.0)
 
 
 def _load_trained(bundle_dir: Path) -> Predictor:
@@ -287,4 +287,4 @@ def _load_default() -> Predictor:
     )
 
 
-__all__ = ["Predictor", "load_model", "clear_cache", "gate_classifier", "CarclfError"]
+__all__ = ["Predictor", "load_model", "clear_cache", "gate_classifier"]

@@ -26,7 +26,8 @@ def tiny_classifier() -> keras.Model:
     backbone_in = keras.Input((CLF_SIZE, CLF_SIZE, 3))
     backbone = keras.Model(backbone_in, keras.layers.Conv2D(4, 3, strides=2)(backbone_in), name="backbone")
     head_in = keras.Input(backbone.output.shape[1:])
-    head = keras.Model(head_in, keras.layers.Dense(len(CLASSES))(keras.layers.GlobalAveragePooling2D()(head_in)), name="head")
+    logits = keras.layers.Dense(len(CLASSES))(keras.layers.GlobalAveragePooling2D()(head_in))
+    head = keras.Model(head_in, logits, name="head")
     image = keras.Input((CLF_SIZE, CLF_SIZE, 3))
     return keras.Model(image, keras.layers.Activation("softmax")(head(backbone(image, training=False))))
 
@@ -57,7 +58,8 @@ def test_json_lines_for_a_folder_with_an_unreadable_file(photo_dir, capsys):
 def test_table_for_a_trained_bundle(photo_dir, tmp_path, capsys):
     from carclf.bundle import save_bundle
 
-    bundle = save_bundle(tiny_classifier(), tmp_path / "models" / "tiny", list(CLASSES), list(DISPLAY), {"img_size": CLF_SIZE, "backbone": "tiny"})
+    meta = {"img_size": CLF_SIZE, "backbone": "tiny"}
+    bundle = save_bundle(tiny_classifier(), tmp_path / "models" / "tiny", list(CLASSES), list(DISPLAY), meta)
     code = main(["predict", str(bundle), str(photo_dir / "car.jpg"), str(photo_dir / "cat.jpg")])
     out = capsys.readouterr().out
     assert code == 0

@@ -36,7 +36,8 @@ def tiny_classifier(size: int = CLF_SIZE, num_classes: int = len(CLASSES), seed:
     features = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(keras.layers.Rescaling(1 / 64.0)(backbone_in))
     backbone = keras.Model(backbone_in, features, name="backbone")
     head_in = keras.Input(backbone.output.shape[1:])
-    head = keras.Model(head_in, keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(head_in)), name="head")
+    logits = keras.layers.Dense(num_classes)(keras.layers.GlobalAveragePooling2D()(head_in))
+    head = keras.Model(head_in, logits, name="head")
     image = keras.Input((size, size, 3))
     logits = head(backbone(image, training=False))
     return keras.Model(image, keras.layers.Activation("softmax", dtype="float32")(logits), name="tiny")
@@ -80,7 +81,8 @@ def test_result_is_the_average_of_the_views(predictor, photos):
     result = predictor.predict(photos[0], tta=8, top_k=3)
     views, names = tta_views(photos[0], 8, predictor.inference.input_size)
     # the same photo through each model separately, outside the combined traced function
-    clf_views = np.stack([keras.ops.convert_to_numpy(keras.layers.Resizing(CLF_SIZE, CLF_SIZE, antialias=True)(v.astype("float32"))) for v in views])
+    resize = keras.layers.Resizing(CLF_SIZE, CLF_SIZE, antialias=True)
+    clf_views = keras.ops.convert_to_numpy(resize(views.astype("float32")))
     expected = predictor.classifier.predict_on_batch(clf_views)
     np.testing.assert_allclose(result.probabilities, expected.mean(axis=0), atol=1e-4)
     gate_views = views.astype("float32")  # the combined input is the gate's size: no resizing for the gate
@@ -99,7 +101,8 @@ def test_predict_batch_matches_single_predictions_and_reports_bad_files(predicto
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(photos[0].read_bytes()[:300])  # a truncated JPEG
     seen = []
-    results = predictor.predict_batch([photos[0], broken, photos[1], photos[2]], tta=4, progress=lambda d, t: seen.append((d, t)))
+    images = [photos[0], broken, photos[1], photos[2]]
+    results = predictor.predict_batch(images, tta=4, progress=lambda done, total: seen.append((done, total)))
     assert [r.ok for r in results] == [True, False, True, True]
     assert "broken.jpg" in results[1].error and results[1].label is None
     for result, path in zip([results[0], results[2], results[3]], photos):
@@ -129,7 +132,8 @@ def test_predict_arrays_runs_the_classifier_on_a_prepared_batch(predictor, photo
 @pytest.fixture()
 def bundle_dir(tmp_path):
     clear_cache()
-    path = save_bundle(tiny_classifier(), tmp_path / "models" / "tiny", list(CLASSES), list(DISPLAY), {"img_size": CLF_SIZE, "backbone": "tiny", "gate_threshold": 0.2})
+    meta = {"img_size": CLF_SIZE, "backbone": "tiny", "gate_threshold": 0.2}
+    path = save_bundle(tiny_classifier(), tmp_path / "models" / "tiny", list(CLASSES), list(DISPLAY), meta)
     yield path
     clear_cache()
 

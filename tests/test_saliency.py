@@ -27,7 +27,8 @@ def red_detector() -> keras.Model:
     Its Grad-CAM for class 0 must light up exactly where the picture is red.
     """
     backbone_in = keras.Input((SIZE, SIZE, 3))
-    redness = keras.layers.Conv2D(1, 1, activation="relu", name="redness")(keras.layers.Rescaling(1 / 255.0)(backbone_in))
+    scaled = keras.layers.Rescaling(1 / 255.0)(backbone_in)
+    redness = keras.layers.Conv2D(1, 1, activation="relu", name="redness")(scaled)
     backbone = keras.Model(backbone_in, keras.layers.AveragePooling2D(4)(redness), name="backbone")
     head_in = keras.Input(backbone.output.shape[1:])
     logits = keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D()(head_in))
