@@ -13,7 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from carclf import runs
-from carclf.config import DEFAULT_PRESET, PRESETS, HeadConfig, StageConfig, load_config
+from carclf.errors import CarclfError
+from carclf.config import DEFAULT_PRESET, PRESETS, HeadConfig, StageConfig, load_config, with_total_epochs
 from carclf.ui import charts, loaders, settings, widgets
 
 # Seconds between refreshes of the runs table and the live curves.
@@ -24,6 +25,10 @@ LOG_TAIL_LINES = 30
 IMG_SIZES = (64, 96, 128, 160, 192, 224, 240, 260, 299, 320, 384)
 # session_state key of the run whose curves are shown.
 SELECTED_RUN_KEY = "train_run"
+# session_state key of a stop/resume error, shown on the next rerun.
+ACTION_ERROR_KEY = "train_action_error"
+# Seconds the Stop button waits for the run to write its "stopped" state.
+STOP_WAIT_S = 10
 
 
 def data_ui():
@@ -126,6 +131,10 @@ def form_ui(info) -> None:
         )
         st.markdown("**Stages** (stage 1 trains the head on a frozen backbone; later stages fine-tune)")
         stages = stages_ui(base, f"{key}_stages")
+        total_epochs = st.number_input(
+            "Total epochs (0 = as in the table)", 0, 1000, 0, key=f"{key}_total_epochs",
+            help="Spreads this many epochs over the stages in the table's proportions (at least 1 each).",
+        )
         st.markdown("**Head**")
         head = head_ui(base, f"{key}_head")
         submitted = st.form_submit_button("Launch training", type="primary", icon=":material/rocket_launch:")
@@ -140,6 +149,8 @@ def form_ui(info) -> None:
             batch_size=int(batch_size), augmentation=aug_choices[augmentation], stages=stages, head=head,
             models_dir=str(settings.models_dir()),
         ))
+        if total_epochs:
+            config = with_total_epochs(config, int(total_epochs))
         run_id = runs.start_run(config, settings.runs_dir())
     st.session_state[SELECTED_RUN_KEY] = run_id
     st.success(f"Started run `{run_id}`: it trains in the background; follow it below.", icon=":material/check:")
@@ -169,20 +180,30 @@ def runs_table(all_runs: list[dict]) -> pd.DataFrame:
     )
 
 
+def _run_action(action, run_id: str) -> None:
+    """Button callback (runs before the rerun, so the table drawn next already shows the new state)."""
+    try:
+        action(run_id, settings.runs_dir())
+    except CarclfError as error:
+        st.session_state[ACTION_ERROR_KEY] = str(error)
+
+
+def _stop(run_id: str, runs_dir) -> None:
+    runs.stop_run(run_id, runs_dir, timeout=STOP_WAIT_S)
+
+
 def run_detail_ui(run_id: str, status: dict) -> None:
     """Curves, log tail and stop/resume buttons of one run."""
     runs_dir = settings.runs_dir()
     cols = st.columns([3, 1, 1])
     cols[0].markdown(f"**{run_id}** · {status.get('state')}"
                      + (f" · epoch {status.get('epoch')}/{status.get('epochs_total')}" if status.get("epoch") else ""))
-    with widgets.user_errors(stop=False):
-        if cols[1].button("Stop", key="train_stop", disabled=not runs.is_active(status), icon=":material/stop:"):
-            runs.stop_run(run_id, runs_dir, timeout=5)
-            st.rerun(scope="fragment")
-        if cols[2].button("Resume", key="train_resume", disabled=status.get("state") not in runs.RESUMABLE_STATES,
-                          icon=":material/play_arrow:"):
-            runs.resume_run(run_id, runs_dir)
-            st.rerun(scope="fragment")
+    cols[1].button("Stop", key="train_stop", disabled=not runs.is_active(status), icon=":material/stop:",
+                   on_click=_run_action, args=(_stop, run_id))
+    cols[2].button("Resume", key="train_resume", disabled=status.get("state") not in runs.RESUMABLE_STATES,
+                   icon=":material/play_arrow:", on_click=_run_action, args=(runs.resume_run, run_id))
+    if ACTION_ERROR_KEY in st.session_state:
+        st.error(st.session_state.pop(ACTION_ERROR_KEY))
     if status.get("error"):
         st.error(status["error"])
     if status.get("bundle"):
