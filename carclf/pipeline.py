@@ -175,8 +175,8 @@ def make_dataset(
             label = tf.one_hot(label, num_classes, dtype=tf.float32)
         return image, label
 
-    dataset = tf.data.Dataset.zip((indices, draws)).map(load, num_parallel_calls=AUTOTUNE,
-                                                         deterministic=seed is not None)
+    ordered = seed is not None or not shuffle  # an unshuffled list keeps its order, seed or not
+    dataset = tf.data.Dataset.zip((indices, draws)).map(load, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder).map(_to_float).prefetch(AUTOTUNE)
     dataset.decoder = decoder  # type: ignore[attr-defined]  # callers/tests can read decoder.failed
     return dataset
