@@ -37,6 +37,9 @@ LABELS_FILE = "labels.json"
 # Name of the TFLite file when ``out`` is a folder.
 TFLITE_FILE = "model.tflite"
 
+# The file every SavedModel folder has: --overwrite replaces a folder only when it holds one.
+SAVED_MODEL_MARKER = "saved_model.pb"
+
 
 @dataclass(frozen=True)
 class Quantization:
@@ -135,12 +138,14 @@ class ExportFormat:
     write: Callable  # (keras model, out path, Quantization, calibration batch) -> artefact path
     load_runner: Callable  # (artefact path) -> callable(float32 batch) -> probabilities
     quantizable: bool  # whether --quantize applies
+    target: Callable  # (--out path) -> the artefact path written
     side_dir: Callable  # (artefact path) -> folder for parity.json / labels.json
+    is_artefact: Callable  # (existing path) -> True when it is an earlier export that --overwrite may replace
 
 
-def _write_savedmodel(model, out: Path, quantization: Quantization, calibration: np.ndarray) -> Path:
-    model.export(str(out), format="tf_saved_model", verbose=False)
-    return out
+def _write_savedmodel(model, target: Path, quantization: Quantization, calibration: np.ndarray) -> Path:
+    model.export(str(target), format="tf_saved_model", verbose=False)
+    return target
 
 
 def _run_savedmodel(path: Path) -> Callable:
@@ -150,10 +155,14 @@ def _run_savedmodel(path: Path) -> Callable:
     return lambda batch: loaded.serve(tf.constant(batch, dtype=tf.float32)).numpy()
 
 
-def _write_tflite(model, out: Path, quantization: Quantization, calibration: np.ndarray) -> Path:
+def _tflite_target(out: Path) -> Path:
+    """``--out`` ending in .tflite is the file; anything else is a folder that gets model.tflite."""
+    return out if out.suffix.lower() == ".tflite" else out / TFLITE_FILE
+
+
+def _write_tflite(model, target: Path, quantization: Quantization, calibration: np.ndarray) -> Path:
     import tensorflow as tf
 
-    target = out / TFLITE_FILE if out.suffix.lower() != ".tflite" else out
     with tempfile.TemporaryDirectory(prefix="carclf-export-") as scratch:
         saved = Path(scratch) / "savedmodel"
         model.export(str(saved), format="tf_saved_model", verbose=False)
@@ -191,8 +200,10 @@ def _run_tflite(path: Path) -> Callable:
 FORMATS: dict[str, ExportFormat] = {
     spec.name: spec
     for spec in (
-        ExportFormat("savedmodel", _write_savedmodel, _run_savedmodel, quantizable=False, side_dir=lambda p: p),
-        ExportFormat("tflite", _write_tflite, _run_tflite, quantizable=True, side_dir=lambda p: p.parent),
+        ExportFormat("savedmodel", _write_savedmodel, _run_savedmodel, quantizable=False, target=lambda out: out,
+                     side_dir=lambda path: path, is_artefact=lambda path: (path / SAVED_MODEL_MARKER).is_file()),
+        ExportFormat("tflite", _write_tflite, _run_tflite, quantizable=True, target=_tflite_target,
+                     side_dir=lambda path: path.parent, is_artefact=lambda path: path.is_file()),
     )
 }
 
@@ -217,18 +228,20 @@ def export_model(
     if quantization.name != "none" and not spec.quantizable:
         raise ConfigError(f"--quantize applies to TFLite only; {spec.name} exports keep float32 weights.")
     bundle = _as_bundle(model_dir)
-    out = Path(out)
-    if out.exists():
+    target = spec.target(Path(out))
+    if target.exists():
         if not overwrite:
-            raise ConfigError(f"{out} already exists: choose another --out or pass --overwrite.")
-        if out.is_dir():
-            shutil.rmtree(out)
+            raise ConfigError(f"{target} already exists: choose another --out or pass --overwrite.")
+        if not spec.is_artefact(target):
+            raise ConfigError(f"{target} exists and is not a {spec.name} export: it is not replaced; choose another --out.")
+        if target.is_dir():
+            shutil.rmtree(target)
         else:
-            out.unlink()
+            target.unlink()
 
     photos = parity_photo_paths(parity_images, max_parity_images)
     batch = np.stack([load_rgb_array(p, size=bundle.img_size) for p in photos]).astype(np.float32)
-    artefact = spec.write(bundle.model, out, quantization, batch)
+    artefact = spec.write(bundle.model, target, quantization, batch)
     parity = check_parity(bundle.model, spec.load_runner(artefact), batch, quantization, photos)
 
     side = spec.side_dir(artefact)

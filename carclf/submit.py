@@ -3,7 +3,7 @@
 The "sf-dl-car-classification" competition scores a CSV whose ``Id`` is the test photo's file name
 (``305108.jpg``) and whose ``Category`` is the class id, which is the class folder name the model was
 trained on (``0``..``9``). Given the sample submission, the rows follow its ids and order and its header;
-without one, the rows are the test folder's photos sorted by name.
+without one, the rows are the test folder's photos in natural name order.
 
 A photo that cannot be read, or a sample id with no photo, is never silently guessed: by default the
 submission fails and lists them. With ``allow_missing=True`` their rows get the most frequent predicted
@@ -85,7 +85,7 @@ def write_submission(
         listed = set(ids)
         extra = tuple(sorted(name for name in photos if name not in listed))
     else:
-        ids = sorted(photos)
+        ids = list(photos)  # list_images' natural order: 99.jpg before 100.jpg
         missing, extra = (), ()
     if not ids:
         raise DataError(f"{test_dir} has no images to predict. Put the test photos (e.g. 305108.jpg) there.")

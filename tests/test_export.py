@@ -78,10 +78,14 @@ def test_tflite_parity_within_bounds(bundle, parity_dir, tmp_path, quantize):
     assert COLOURS[int(np.argmax(probs))] == expected_colour(photo)
 
 
-def test_default_parity_photos_are_the_packaged_samples(bundle, tmp_path):
+def test_default_parity_photos_are_the_packaged_samples_and_overwrite_replaces_only_the_file(bundle, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "other.txt").write_text("kept")
     result = export_model(bundle, "tflite", tmp_path / "out", quantize="float16")
     assert result.path == tmp_path / "out" / "model.tflite"
     assert result.parity.n_images >= 5 and all(name.endswith(".jpg") for name in result.parity.images)
+    again = export_model(bundle, "tflite", tmp_path / "out", overwrite=True)
+    assert again.quantize == "none" and (tmp_path / "out" / "other.txt").read_text() == "kept"
 
 
 def test_user_mistakes_are_typed_errors(bundle, tmp_path):
@@ -94,6 +98,11 @@ def test_user_mistakes_are_typed_errors(bundle, tmp_path):
     (tmp_path / "taken.tflite").write_bytes(b"x")
     with pytest.raises(ConfigError, match="--overwrite"):
         export_model(bundle, "tflite", tmp_path / "taken.tflite")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a savedmodel export"):
+        export_model(bundle, "savedmodel", tmp_path / "notes", overwrite=True)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"  # a folder that is not an export survives
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="parity"):
         export_model(bundle, "tflite", tmp_path / "d.tflite", parity_images=tmp_path / "empty")

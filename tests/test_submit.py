@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from carclf.data import natural_key
 from carclf.errors import DataError
 from carclf.submit import read_sample, write_submission
 from inference_helpers import (
@@ -75,14 +76,15 @@ def test_submission_follows_the_real_sample_format_ids_and_order(model, shared_d
     assert sum(result.counts.values()) == N_IDS
 
 
-def test_without_a_sample_rows_are_the_folder_sorted_by_file_name(model, shared_data, real_sample, tmp_path):
+def test_without_a_sample_rows_are_the_folder_in_natural_name_order(model, shared_data, real_sample, tmp_path):
     ids = real_sample[1][:N_IDS]
     expected = make_test_dir(shared_data, tmp_path / "test", ids)
     write_submission(model, tmp_path / "test", tmp_path / "out.csv")
     with open(tmp_path / "out.csv", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["Id", "Category"]
-    assert rows[1:] == sorted([image_id, category] for image_id, category in expected.items())
+    assert rows[1:] == sorted(([i, c] for i, c in expected.items()), key=lambda row: natural_key(row[0]))
+    assert [len(row[0]) for row in rows[1:]] == sorted(len(row[0]) for row in rows[1:])  # 99.jpg before 100.jpg
 
 
 def test_sample_id_without_a_photo_fails_unless_allowed(model, shared_data, real_sample, tmp_path):
