@@ -34,6 +34,9 @@ PREDICTIONS_FILE = "predictions.csv"  # every file, so any confusion cell (diago
 # Alternatives kept per file: enough to see what else the model considered.
 TOP_K = 3
 
+# Why a photo listed in a Kaggle-layout train.csv is not scored.
+MISSING_REASON = "listed in the labels CSV, but the file does not exist"
+
 # Probabilities in reports are rounded: 6 digits are far below any meaningful difference.
 DIGITS = 6
 
@@ -203,6 +206,7 @@ def evaluate(
 
     ok = predictions.ok
     unreadable = [(str(path), reason) for path, reason in _scan_unreadable(info)]
+    unreadable += [(str(image_id), MISSING_REASON) for image_id in getattr(info, "missing", ())]
     unreadable += [(str(predictions.paths[i]), reason) for i, reason in sorted(predictions.errors.items())]
     files = tuple(
         _file_result(path, model_classes[t], predictions.probabilities[i], model_classes, top_k)

@@ -143,6 +143,23 @@ def test_unreadable_files_are_reported_not_scored(model, tmp_path, shared_data):
     assert all(reason for reason in bad.values())
 
 
+def test_kaggle_layout_with_a_missing_file(tmp_path, shared_data):
+    # train.csv + train/<Category>/<Id>.jpg, categories "0", "1", "2" = red, green, blue.
+    model = colour_predictor(save_colour_bundle(tmp_path / "models", "cars", ("0", "1", "2")))
+    rows = []
+    for category, colour in zip("012", COLOURS):
+        for number, relative in enumerate(PHOTOS[colour][:2]):
+            image_id = f"{category}{number}00.jpg"
+            photo = copy_photo(shared_data, relative, tmp_path / "data" / "train" / category)
+            assert expected_colour(photo.rename(photo.with_name(image_id))) == colour
+            rows.append(f"{image_id},{category}")
+    rows.append("999.jpg,2")  # listed, but no such file
+    (tmp_path / "data" / "train.csv").write_text("Id,Category\n" + "\n".join(rows) + "\n")
+    report = evaluate(model, tmp_path / "data")
+    assert report.labels == ("0", "1", "2") and report.n_images == 6 and report.accuracy == 1.0
+    assert [path for path, _ in report.unreadable] == ["999.jpg"]
+
+
 def test_tta_goes_through_the_predictor_and_averages_views(model, data_dir):
     report = evaluate(model, data_dir, tta=3)
     assert report.n_images == 9 and report.tta == 3
