@@ -31,6 +31,9 @@ MODELS_DIR = "models"
 # RSS, 32 at 1.1 GB, at the same images/s (bench/bench_inference.py).
 VIEWS_PER_CALL = 32
 
+# The key in a bundle's meta.json that may list its own TTA view names (see carclf.tta.VIEWS).
+TTA_VIEWS_META_KEY = "tta_views"
+
 # The top_k a result carries when the caller does not say.
 DEFAULT_TOP_K = 3
 
@@ -66,6 +69,8 @@ class Predictor:
         self.class_names = tuple(str(n) for n in class_names)  # folder names / category ids, output order
         self.display_names = tuple(str(n) for n in display_names)  # what results show
         self.gate = CarGate.from_meta(self.meta)
+        # Which TTA views, in which order (None = carclf.tta.DEFAULT_ORDER); callers may reassign it.
+        self.tta_view_names: Optional[tuple[str, ...]] = tuple(self.meta.get(TTA_VIEWS_META_KEY) or ()) or None
         self.classifier = classifier  # None for the default model (it reads the gate's ImageNet output)
         self.gate_classifier = gate_classifier
         # One traced call returns class probabilities and the gate's ImageNet probabilities together.
@@ -111,7 +116,7 @@ class Predictor:
 
         Raises ``ImageError`` when the photo cannot be read.
         """
-        views, names = tta_views(image, tta, self.inference.input_size)
+        views, names = tta_views(image, tta, self.inference.input_size, self.tta_view_names)
         probs, scores = self.score_arrays(views)
         return self._result(describe_source(image), names, probs, scores, top_k)
 
@@ -150,7 +155,7 @@ class Predictor:
 
         for index, image in enumerate(images):
             try:
-                views, names = tta_views(image, tta, self.inference.input_size)
+                views, names = tta_views(image, tta, self.inference.input_size, self.tta_view_names)
             except ImageError as error:
                 results[index] = Prediction(source=describe_source(image), model_name=self.name, error=str(error))
                 done += 1

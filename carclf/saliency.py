@@ -31,17 +31,17 @@ BACKBONE_LAYER = "backbone"
 
 def _features_and_output(model: keras.Model):
     """A function ``x -> (4-D feature map, softmax output)`` differentiable between the two."""
-    names = [layer.name for layer in model.layers]
-    if BACKBONE_LAYER in names:
-        start = names.index(BACKBONE_LAYER)
-        backbone, rest = model.layers[start], model.layers[start + 1 :]
-
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if any(layer.name == BACKBONE_LAYER for layer in layers):
+        # A nested backbone's output tensor is not reachable from the outer graph, so the contract's
+        # chain (... -> backbone -> head -> ...) is replayed layer by layer, keeping the backbone's output.
         def run(x):
-            features = backbone(x, training=False)
-            out = features
-            for layer in rest:
-                out = layer(out, training=False)
-            return features, out
+            features = None
+            for layer in layers:
+                x = layer(x, training=False)
+                if layer.name == BACKBONE_LAYER:
+                    features = x
+            return features, x
 
         return run
     conv = [layer for layer in model.layers if len(_output_shape(layer)) == 4]

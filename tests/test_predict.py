@@ -11,7 +11,7 @@ import pytest
 
 import carclf
 from carclf.bundle import MODEL_FILE, save_bundle
-from carclf.errors import BundleError, ImageError
+from carclf.errors import BundleError, ConfigError, ImageError
 from carclf.gate import car_score
 from carclf.predict import KIND_DEFAULT, KIND_TRAINED, Predictor, clear_cache, load_model
 from carclf.tta import tta_views
@@ -176,3 +176,12 @@ def test_default_model_names_body_types_and_gates_non_cars(shared_data, photos, 
     assert sum(car.probabilities) == pytest.approx(1.0, abs=1e-6)
     cat = model.predict(shared_data / CAT, tta=4)
     assert not cat.is_car and cat.car_score < 0.05
+
+
+def test_tta_views_can_be_chosen_per_predictor(photos):
+    model = Predictor("tiny", KIND_TRAINED, tiny_classifier(), tiny_gate(), CLASSES, DISPLAY,
+                      meta={"tta_views": ["original", "darker", "flip"]})
+    result = model.predict(photos[0], tta=3)
+    assert [v.name for v in result.views] == ["original", "darker", "flip"]
+    with pytest.raises(ConfigError, match="more views"):
+        model.predict(photos[0], tta=4)

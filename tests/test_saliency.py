@@ -76,3 +76,20 @@ def test_overlay_colours_hot_areas_red_and_keeps_cold_areas_close_to_the_photo()
     assert hot[0] > hot[2] + 40  # red-ish where hot
     assert np.abs(cold - 128).max() < 40  # mostly the photo where cold
     assert tuple(colorize(np.array([[0.0, 1.0]]))[0, 1]) == (200, 0, 0)
+
+
+def test_explain_works_on_a_real_carclf_classifier_bundle(shared_data, tmp_path):
+    """The classifier that training builds (efficientnet_lite0 backbone + head, random weights, 64 px)."""
+    from carclf.bundle import save_bundle
+    from carclf.config import load_config
+    from carclf.model import build_classifier
+
+    keras.utils.set_random_seed(0)
+    config = load_config(preset="quick", overrides={"img_size": SIZE, "weights": "none"})
+    bundle = save_bundle(build_classifier(config, 3), tmp_path / "lite", ["a", "b", "c"], meta={"backbone": config.backbone})
+    model = load_model(bundle)
+    photo = load_image(shared_data / CAR_BOXES[0][0])
+    for class_index in (None, 2):
+        heatmap, overlay = model.explain(photo, class_index=class_index)
+        assert heatmap.shape == (photo.height, photo.width) and overlay.size == photo.size
+        assert np.isfinite(heatmap).all() and 0.0 <= heatmap.min() and heatmap.max() <= 1.0
