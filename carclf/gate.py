@@ -5,6 +5,11 @@ pretrained ImageNet classifier how much probability it puts on passenger-car cla
 station wagon, ...); a photo is accepted as a car when that mass reaches a threshold. The threshold was
 measured on real photos by ``bench/bench_gate.py`` (see ``DEFAULT_THRESHOLD``); a bundle may carry its own
 in ``meta.json`` under ``GATE_META_KEY``.
+
+What counts as a car: a passenger car as the subject of the photo. Buses, trucks, fire engines,
+motorbikes, go-karts, golf carts and close-ups of car parts (wheel, mirror) are not cars; neither are car
+brand logos. A photo with a car only in the background may go either way (the bench lists them apart):
+the score measures how much of the picture the ImageNet classifier reads as a car.
 """
 
 from __future__ import annotations
