@@ -22,7 +22,7 @@ _LAZY = {
     "CarclfError": "carclf.errors",
     "load_image": "carclf.images",
     "load_model": "carclf.predict",
-    "evaluate": "carclf.evaluate",
+    "evaluate": "carclf.evaluation",
     "scan_dataset": "carclf.data",
     "TrainConfig": "carclf.config",
     "load_config": "carclf.config",

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -346,15 +344,3 @@ def _write_csv(path: Path, header: list, rows: list) -> None:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-
-
-class _CallableModule(types.ModuleType):
-    """``carclf.evaluate`` is both this module and the function: once the module is imported, Python
-    sets the package attribute ``carclf.evaluate`` to the module, so ``carclf.evaluate(model, dir)`` must
-    still work by calling it."""
-
-    def __call__(self, *args, **kwargs) -> EvalReport:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -28,7 +28,7 @@ def model_ui() -> str | None:
 
 def run_ui(model_path: str | None, folder, tta: int) -> None:
     """Run carclf.evaluate with a progress bar and keep the report in the session."""
-    from carclf.evaluate import evaluate
+    from carclf.evaluation import evaluate
 
     with widgets.user_errors():
         predictor = loaders.load_predictor(model_path)

@@ -11,7 +11,7 @@ import pytest
 
 import carclf
 from carclf.errors import DataError
-from carclf.evaluate import (
+from carclf.evaluation import (
     CONFUSION_FILE,
     MISCLASSIFIED_FILE,
     PER_CLASS_FILE,
@@ -193,7 +193,7 @@ def test_save_writes_files_the_dashboard_can_reopen(report, tmp_path):
     assert reopened.misclassified == report.misclassified
 
 
-def test_package_level_evaluate_is_callable_after_the_module_is_imported(model, data_dir):
-    import carclf.evaluate  # noqa: F401  (binds the module to the package attribute)
+def test_package_level_evaluate_is_the_function_even_after_the_module_is_imported(model, data_dir):
+    import carclf.evaluation  # noqa: F401  (a submodule import must not shadow the public function)
 
     assert carclf.evaluate(model, data_dir).confusion.tolist() == evaluate(model, data_dir).confusion.tolist()

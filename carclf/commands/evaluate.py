@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from carclf.batch import DEFAULT_BATCH_SIZE
     from carclf.data import tqdm_progress
-    from carclf.evaluate import evaluate
+    from carclf.evaluation import evaluate
     from carclf.predict import load_model
 
     model = load_model(args.model)
