@@ -1,7 +1,7 @@
 """carclf dashboard: `streamlit run app.py`.
 
 The entry point builds the navigation and the sidebar shown on every page (model picker, hardware); each
-page is one script in pages/. Folders come from CARCLF_MODELS_DIR / CARCLF_RUNS_DIR / CARCLF_AUGMENT_DIR.
+page is one script in app_pages/. Folders come from CARCLF_MODELS_DIR / CARCLF_RUNS_DIR / CARCLF_AUGMENT_DIR.
 """
 
 from pathlib import Path
@@ -10,7 +10,9 @@ import streamlit as st
 
 from carclf.ui import sidebar
 
-PAGES_DIR = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit treats a folder of that name as old-style pages, and a deep link or reload on
+# /train would then run the page alone, without this script's navigation and sidebar.
+PAGES_DIR = Path(__file__).parent / "app_pages"
 
 # (script, title, icon): the order is the sidebar's order; the first page opens by default.
 PAGES = (
@@ -23,7 +25,7 @@ PAGES = (
 
 
 def navigation():
-    """The page router over pages/*.py."""
+    """The page router over app_pages/*.py."""
     pages = [st.Page(PAGES_DIR / script, title=title, icon=icon) for script, title, icon in PAGES]
     return st.navigation(pages)
 

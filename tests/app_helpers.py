@@ -33,15 +33,14 @@ def app_env(tmp_path, monkeypatch):
 
 
 def open_page(script: str, model: str | None = None) -> AppTest:
-    """Run pages/<script> as the app does after choosing it in the navigation.
+    """Run app.py (navigation + sidebar) on app_pages/<script>, without first running the default page.
 
-    AppTest's switch_page runs the page script alone, without app.py's sidebar, so the sidebar's model
-    choice is passed in through session_state (``model``: a bundle folder, or None for the default).
+    ``model`` preselects the sidebar's model choice (a bundle folder, or "default").
     """
     at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S)
     if model is not None:
         at.session_state["carclf_model"] = model
-    at.switch_page(f"pages/{script}")
+    at.switch_page(f"app_pages/{script}")
     at.run()
     assert not at.exception, at.exception
     return at

@@ -58,21 +58,21 @@ def test_evaluate_unknown_class_is_one_line(bundle, shared_data, tmp_path):
     assert "does not know: audi" in at.error[0].value
 
 
-def test_sidebar_model_choice_drives_predict(bundle, shared_data):
-    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S).run()  # app.py with its default page
+def test_sidebar_model_choice_is_shared_by_all_pages(bundle, shared_data):
+    at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S).run()  # app.py on its default page
     picker = at.sidebar.selectbox(key="carclf_model")
     assert picker.value == str(bundle)  # the newest bundle is preselected
     assert picker.options[-1].startswith("Default")
-    # Later AppTest runs execute the page script alone (no sidebar): the choice travels in session_state,
-    # as it does between pages in the real app (checked in tests/test_browser.py).
-    at.session_state["carclf_model"] = str(bundle)
     photo = ("3201.jpg", (shared_data / SF / "3/3201.jpg").read_bytes(), "image/jpeg")
     at.file_uploader(key="predict_upload").set_value(photo).run()
     assert not at.exception
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert set(chart["data"][0]["y"]) == {"VAZ-2110", "VAZ-21099"}  # the bundle's display names
-    at.session_state["carclf_model"] = "default"
-    at.run()
+    at.sidebar.selectbox(key="carclf_model").set_value("default").run()
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert "VAZ-2110" not in chart["data"][0]["y"]  # body types from the default model now
     assert any("default model" in text.lower() for text in texts(at.info))
+    at.switch_page("app_pages/data.py").run()
+    at.switch_page("app_pages/evaluate.py").run()
+    assert at.sidebar.selectbox(key="carclf_model").value == "default"  # the choice survived two pages
+    assert at.selectbox(key="eval_model").value == "default"

@@ -1,0 +1,137 @@
+"""The dashboard in a real browser: `streamlit run app.py` driven by Debian chromium through Playwright.
+
+One server and one browser for the whole scenario (each costs seconds on 2 shared cores): predict a non-car
+and a car photo, move a slider in the Augmentation lab, launch a tiny training run and watch its curve
+appear, reload the page (runs live on disk), then pick the new model in the sidebar and check the choice
+survives page changes.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from browser_helpers import browser_page, streamlit_server, wait_idle
+
+pytestmark = pytest.mark.browser
+
+CAR = "cars/sf_dl_car_classification_ostrebko/0/3076.jpg"
+NON_CAR = "noncars/caffe_cat.jpg"
+BRANDS = "cars/vidhyagupta_car_brands_5"
+# Milliseconds to wait for a model-backed answer and for a training run's first curve on 2 shared cores.
+PREDICT_TIMEOUT_MS = 180_000
+TRAIN_TIMEOUT_MS = 300_000
+
+
+@pytest.fixture
+def server(tmp_path):
+    folders = {name: tmp_path / name for name in ("home", "models", "runs", "augment")}
+    for folder in folders.values():
+        folder.mkdir()
+    env = {"CARCLF_MODELS_DIR": str(folders["models"]), "CARCLF_RUNS_DIR": str(folders["runs"]),
+           "CARCLF_AUGMENT_DIR": str(folders["augment"])}
+    with streamlit_server(folders["home"], env, tmp_path / "server.log") as (url, process):
+        yield url, folders
+
+
+def _tiny_dataset(shared_data, dest):
+    for brand in ("audi", "bmw"):
+        (dest / brand).mkdir(parents=True)
+        for photo in sorted((shared_data / BRANDS / brand).iterdir())[:3]:
+            shutil.copy(photo, dest / brand / photo.name)
+    return dest
+
+
+def _upload(page, path):
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    wait_idle(page, PREDICT_TIMEOUT_MS)
+
+
+def _remove_uploads(page):
+    for button in page.get_by_role("button", name="Remove ").all():
+        button.click()
+    wait_idle(page)
+
+
+def _go(page, title: str):
+    page.get_by_role("link", name=title).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=PREDICT_TIMEOUT_MS)
+    wait_idle(page, PREDICT_TIMEOUT_MS)
+
+
+def _choose(page, label: str, option: str):
+    page.get_by_label(label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _draws(page) -> list[str]:
+    page.get_by_text("draw 1", exact=True).wait_for()
+    images = page.locator('[data-testid="stImage"]').filter(has_text="draw")
+    return [img.get_attribute("src") for img in images.locator("img").all()]
+
+
+def test_dashboard_end_to_end(server, shared_data, tmp_path):
+    url, folders = server
+    with browser_page(folders["home"]) as page:
+        page.goto(url)
+        page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', state="attached",
+                               timeout=PREDICT_TIMEOUT_MS)
+
+        # Predict: a non-car photo, then a car photo.
+        _upload(page, shared_data / NON_CAR)
+        warning = page.locator('[data-testid="stAlertContentWarning"]').first
+        assert "Not a car" in warning.inner_text()
+        _remove_uploads(page)
+        _upload(page, shared_data / CAR)
+        verdict = page.locator('[data-testid="stAlertContentSuccess"]').first.inner_text()
+        assert "confident" in verdict
+        chart = page.locator('[data-testid="stPlotlyChart"]').first
+        chart.wait_for(timeout=PREDICT_TIMEOUT_MS)
+        assert chart.locator(".bars").count() >= 1  # plotly drew the bars
+
+        # Augmentation lab: moving the strength slider to 0 changes the grid (all draws become the photo).
+        _go(page, "Augmentation lab")
+        before = _draws(page)
+        assert len(before) == 8 and len(set(before)) > 1
+        slider = page.locator('[data-testid="stSlider"]').filter(has_text="Global strength").get_by_role("slider")
+        slider.focus()
+        page.keyboard.press("Home")
+        wait_idle(page)
+        after = _draws(page)
+        assert after != before and len(set(after)) == 1
+
+        # Train: validate the folder, launch a tiny run, watch its curve appear.
+        data = _tiny_dataset(shared_data, tmp_path / "brands")
+        _go(page, "Train")
+        page.get_by_label("Training data folder").fill(str(data))
+        page.keyboard.press("Enter")
+        wait_idle(page)
+        assert "2 classes, 6 photos" in page.locator('[data-testid="stAlertContentSuccess"]').first.inner_text()
+        _choose(page, "Image size (px)", "64")
+        _choose(page, "Augmentation", "none")
+        page.get_by_label("Total epochs (0 = as in the table)").fill("2")
+        page.get_by_role("button", name="Launch training").click()
+        wait_idle(page)
+        assert "Started run" in page.locator('[data-testid="stAlertContentSuccess"]').last.inner_text()
+        page.get_by_role("tab", name="Runs").click()
+        page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Loss").first.wait_for(
+            state="visible", timeout=TRAIN_TIMEOUT_MS)
+        page.get_by_text("Model bundle:").wait_for(timeout=TRAIN_TIMEOUT_MS)
+
+        # Runs survive a reload; the new bundle is offered in the sidebar and the choice survives pages.
+        page.reload()
+        wait_idle(page, PREDICT_TIMEOUT_MS)
+        _go(page, "Train")
+        page.get_by_role("tab", name="Runs").click()
+        page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Loss").first.wait_for(state="visible")
+        picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]')
+        picker.click()
+        options = page.get_by_role("option").all_inner_texts()
+        bundle = next(text for text in options if text.startswith("brands"))
+        page.get_by_role("option", name=bundle, exact=True).click()
+        wait_idle(page)
+        _go(page, "Data")
+        _go(page, "Evaluate")
+        assert bundle in picker.inner_text()
+        assert bundle in page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').first.inner_text()

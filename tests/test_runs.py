@@ -1,0 +1,155 @@
+"""Run folders: ids, status files, listing, and real detached training processes (kill -9, stop, resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+
+from carclf import runs
+from carclf.bundle import load_bundle
+from carclf.config import load_config
+from carclf.errors import RunError
+from train_helpers import finished, make_pattern_dataset, tiny_config, wait_for
+
+
+@pytest.mark.parametrize("name, slug", [
+    ("My run #2", "my-run-2"),
+    ("../../etc/passwd", "etc-passwd"),
+    ("   ", "run"),
+    ("Лада Приора", "run"),
+    ("a" * 100, "a" * runs.MAX_NAME_CHARS),
+])
+def test_run_ids_are_safe_folder_names(tmp_path, name, slug):
+    run_id = runs.new_run_id(name, tmp_path, now=datetime(2026, 1, 2, 3, 4, 5))
+    assert run_id == f"{slug}-20260102-030405"
+    assert runs.check_run_id(run_id) == run_id
+
+
+def test_run_id_gets_a_suffix_when_taken(tmp_path):
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    (tmp_path / runs.new_run_id("x", tmp_path, now)).mkdir()
+    assert runs.new_run_id("x", tmp_path, now) == "x-20260102-030405-2"
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "UPPER", "x" * 90])
+def test_bad_run_ids_are_refused(tmp_path, bad):
+    with pytest.raises(RunError, match="invalid run id"):
+        runs.read_status(bad, tmp_path)
+
+
+def test_create_run_writes_config_and_queued_status(tmp_path):
+    config = load_config(overrides={"name": "First try", "data": "/data"})
+    paths = runs.create_run(config, tmp_path / "runs")
+    assert paths.root.parent == tmp_path / "runs" and paths.run_id.startswith("first-try-")
+    assert load_config(paths.config) == config
+    status = json.loads(paths.status.read_text())
+    assert status["state"] == runs.QUEUED and status["name"] == "First try"
+    assert paths.checkpoints.is_dir()
+    assert runs.read_history(paths.run_id, tmp_path / "runs").columns.tolist() == list(runs.HISTORY_COLUMNS)
+    assert runs.read_log_tail(paths.run_id, tmp_path / "runs") == ""
+
+
+def test_status_updates_are_atomic_merges(tmp_path):
+    paths = runs.create_run(load_config(), tmp_path)
+    runs.update_status(paths, state=runs.RUNNING, epoch=3)
+    runs.update_status(paths, epoch=4)
+    status = json.loads(paths.status.read_text())
+    assert (status["state"], status["epoch"]) == (runs.RUNNING, 4)
+    assert [p.name for p in paths.root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_running_run_with_dead_process_is_reported_interrupted(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    paths = runs.create_run(load_config(overrides={"name": "ghost"}), tmp_path)
+    runs.update_status(paths, state=runs.RUNNING, pid=dead.pid)
+    assert runs.read_status(paths.run_id, tmp_path)["state"] == runs.INTERRUPTED
+    assert json.loads(paths.status.read_text())["state"] == runs.RUNNING, "the stored state is not rewritten"
+    with pytest.raises(RunError, match="not running"):
+        runs.stop_run(paths.run_id, tmp_path)
+    live = runs.create_run(load_config(overrides={"name": "alive"}), tmp_path)
+    runs.update_status(live, state=runs.RUNNING, pid=os.getpid())
+    assert runs.read_status(live.run_id, tmp_path)["state"] == runs.RUNNING
+    with pytest.raises(RunError, match="still running"):
+        runs.delete_run(live.run_id, tmp_path)
+    with pytest.raises(RunError, match="only stopped, failed or interrupted"):
+        runs.resume_run(live.run_id, tmp_path)
+
+
+def test_list_runs_newest_first_and_delete(tmp_path):
+    first = runs.create_run(load_config(overrides={"name": "one"}), tmp_path)
+    runs.update_status(first, created_at="2026-01-01T00:00:00+00:00", state=runs.FINISHED)
+    second = runs.create_run(load_config(overrides={"name": "two"}), tmp_path)
+    runs.update_status(second, created_at="2026-02-01T00:00:00+00:00", state=runs.FAILED)
+    (tmp_path / "not-a-run").mkdir()
+    listed = runs.list_runs(tmp_path)
+    assert [status["run_id"] for status in listed] == [second.run_id, first.run_id]
+    runs.delete_run(first.run_id, tmp_path)
+    assert [status["run_id"] for status in runs.list_runs(tmp_path)] == [second.run_id]
+    with pytest.raises(RunError, match="no run"):
+        runs.read_status(first.run_id, tmp_path)
+    assert runs.list_runs(tmp_path / "absent") == []
+
+
+def test_log_tail_collapses_progress_bar_redraws(tmp_path):
+    paths = runs.create_run(load_config(), tmp_path)
+    paths.log.write_text("start\n1/6 [==>   ]\r3/6 [====> ]\r6/6 [======] done\nlast line\n", encoding="utf-8")
+    assert runs.read_log_tail(paths.run_id, tmp_path, lines=3) == "6/6 [======] done\nlast line\n"
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_a_stopped_run_resumes_to_completion(tmp_path):
+    """kill -9 mid-stage, resume (epochs continue, no history row twice), SIGTERM stop, resume to the end."""
+    data = make_pattern_dataset(tmp_path / "data", per_class=8)
+    config = tiny_config(data, tmp_path / "models", name="kill me",
+                         stages=[{"epochs": 4, "learning_rate": 1e-3, "unfreeze": 0},
+                                 {"epochs": 3, "learning_rate": 1e-4, "unfreeze": 2}])
+    runs_dir = tmp_path / "runs"
+    run_id = runs.start_run(config, runs_dir)
+
+    status, _ = wait_for(run_id, runs_dir, lambda s, h: len(h) >= 2, what="2 epochs")
+    os.kill(status["pid"], signal.SIGKILL)
+    status, history = wait_for(run_id, runs_dir, lambda s, h: s["state"] == runs.INTERRUPTED, what="interrupted")
+    done_before_kill = len(history)
+    assert done_before_kill < config.epochs_total
+
+    runs.resume_run(run_id, runs_dir)
+    wait_for(run_id, runs_dir, lambda s, h: len(h) >= done_before_kill + 1, what="an epoch after resume")
+    status = runs.stop_run(run_id, runs_dir, timeout=120)
+    assert status["state"] == runs.STOPPED, status
+
+    runs.resume_run(run_id, runs_dir)
+    status, history = wait_for(run_id, runs_dir, finished, what="finish")
+    assert status["state"] == runs.FINISHED, status.get("error")
+    assert history["epoch"].tolist() == list(range(1, config.epochs_total + 1)), "each epoch exactly once"
+    assert history["stage"].tolist() == [1] * 4 + [2] * 3
+    log = runs.read_log_tail(run_id, runs_dir, lines=400)
+    assert "continuing from its epoch" in log or "resuming after stage" in log
+    assert log.count("Epoch 1/4") == 1, "stage 1 was continued, not restarted, after kill -9"
+    bundle = load_bundle(status["bundle"])
+    assert bundle.class_names == ["checker", "horizontal", "vertical"]
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_finish_with_separate_valid_outputs(tmp_path):
+    data = make_pattern_dataset(tmp_path / "data", per_class=6)
+    runs_dir = tmp_path / "runs"
+    ids = [runs.start_run(tiny_config(data, tmp_path / "models", name=name, seed=seed), runs_dir)
+           for name, seed in (("left", 1), ("right", 2))]
+    assert ids[0] != ids[1]
+    results = [wait_for(run_id, runs_dir, finished, what="finish") for run_id in ids]
+    bundles = set()
+    for run_id, (status, history) in zip(ids, results):
+        assert status["state"] == runs.FINISHED, status.get("error")
+        assert history["epoch"].tolist() == [1, 2, 3]
+        assert status["run_id"] == run_id and run_id in status["bundle"]
+        assert load_bundle(status["bundle"]).class_names == ["checker", "horizontal", "vertical"]
+        bundles.add(status["bundle"])
+    assert len(bundles) == 2
+    assert {s["run_id"] for s in runs.list_runs(runs_dir)} == set(ids)

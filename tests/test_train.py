@@ -1,0 +1,96 @@
+"""Training end to end in-process: a real pretrained backbone really learns; failures are recorded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from carclf import runs
+from carclf.bundle import load_bundle
+from carclf.data import scan_dataset, stratified_split
+from carclf.errors import DataError
+from carclf.images import load_rgb_array
+from carclf.train import prepare_data, train
+from train_helpers import make_pattern_dataset, tiny_config
+
+CHANCE = 1 / 3
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """One real two-stage run: ImageNet Lite0 at 64 px on a separable 3-class photo set."""
+    root = tmp_path_factory.mktemp("learn")
+    data = make_pattern_dataset(root / "data", per_class=12)
+    config = tiny_config(
+        data, root / "models", name="learns", img_size=64, weights="imagenet", tta=2, early_stopping=True,
+        stages=[{"epochs": 6, "learning_rate": 1e-2, "unfreeze": 0, "patience": 3},
+                {"epochs": 2, "learning_rate": 1e-4, "unfreeze": 4, "patience": 2}],
+    )
+    paths = runs.create_run(config, root / "runs")
+    status = train(config, paths.root, verbose=0)
+    return config, paths, status
+
+
+@pytest.mark.slow
+def test_tiny_model_really_learns_a_separable_task(learned):
+    config, paths, status = learned
+    assert status["state"] == runs.FINISHED, status.get("error")
+    metrics = status["val_metrics"]
+    assert metrics["val_accuracy"] >= 0.8 > CHANCE + 0.4, metrics
+    assert metrics["val_accuracy_tta"] >= 0.7 and metrics["tta"] == 2
+    history = runs.read_history(paths.run_id, paths.root.parent)
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0], "training loss goes down"
+    assert set(history["stage"]) == {1, 2}
+    assert history["epoch"].tolist() == list(range(1, len(history) + 1))
+    assert (history.loc[history["stage"] == 2, "lr"] <= 1e-4 + 1e-12).all()
+
+
+@pytest.mark.slow
+def test_exported_bundle_predicts_the_validation_photos(learned):
+    config, paths, status = learned
+    bundle = load_bundle(status["bundle"])
+    assert bundle.meta["run_id"] == paths.run_id and bundle.img_size == 64
+    assert bundle.meta["data_summary"]["num_images"] == 36
+    _, val = stratified_split(scan_dataset(config.data), config.val_fraction, config.seed)
+    images = np.stack([load_rgb_array(item.path, 64) for item in val]).astype("float32")
+    predicted = bundle.model.predict_on_batch(images).argmax(axis=1)
+    accuracy = float(np.mean(predicted == [item.label for item in val]))
+    assert accuracy == pytest.approx(status["val_metrics"]["val_accuracy"], abs=1 / len(val) + 1e-9)
+
+
+@pytest.mark.slow
+def test_run_folder_has_status_history_and_checkpoints(learned):
+    _, paths, status = learned
+    stored = json.loads(paths.status.read_text())
+    for key in ("pid", "started_at", "heartbeat_at", "finished_at", "best_val_accuracy", "bundle", "epochs_total"):
+        assert stored.get(key) is not None, key
+    assert stored["stage"] == 2 and stored["stages_total"] == 2
+    assert paths.best_model.is_file() and paths.progress.is_file()
+    assert not list(paths.backup.glob("stage_*")), "finished stages leave no mid-stage backup behind"
+
+
+def test_data_problem_marks_the_run_failed_and_keeps_its_files(tmp_path):
+    data = make_pattern_dataset(tmp_path / "data", per_class=3)
+    for extra in ("vertical", "checker"):
+        for photo in (data / extra).iterdir():
+            photo.unlink()
+        (data / extra).rmdir()
+    config = tiny_config(data, tmp_path / "models")
+    paths = runs.create_run(config, tmp_path / "runs")
+    with pytest.raises(DataError):
+        train(config, paths.root, verbose=0)
+    status = runs.read_status(paths.run_id, tmp_path / "runs")
+    assert status["state"] == runs.FAILED
+    assert status["error"].startswith("DataError:") and "\n" not in status["error"]
+    assert paths.config.is_file()
+
+
+def test_prepare_data_caps_classes_and_splits_reproducibly(tmp_path):
+    data = make_pattern_dataset(tmp_path / "data", per_class=10)
+    config = tiny_config(data, tmp_path / "models", max_images_per_class=6)
+    first, second = prepare_data(config), prepare_data(config)
+    assert len(first.train) + len(first.val) == 18
+    assert [item.path for item in first.val] == [item.path for item in second.val]
+    assert {item.label for item in first.val} == {0, 1, 2}
