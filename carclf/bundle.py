@@ -186,12 +186,14 @@ def load_bundle(bundle_dir) -> Bundle:
     num_outputs = int(model.outputs[0].shape[-1])
     if num_outputs != len(class_names):
         raise BundleError(
-            f"{bundle_dir}: the model has {num_outputs} outputs but the bundle lists {len(class_names)} classes."
+            f"{bundle_dir}: the model has {num_outputs} outputs but the bundle lists {len(class_names)} classes: "
+            "export the bundle again."
         )
     input_shape = tuple(model.inputs[0].shape[1:])
     img_size = int(meta["img_size"])
     if input_shape[-1] != 3 or any(side not in (None, img_size) for side in input_shape[:2]):
-        raise BundleError(f"{bundle_dir}: model input {input_shape} does not match img_size {img_size} in meta.json.")
+        raise BundleError(f"{bundle_dir}: model input {input_shape} does not match img_size {img_size} in meta.json: "
+                          "export the bundle again.")
     display_names = list(meta.get("display_names") or class_names)
     return Bundle(model=model, meta=meta, class_names=class_names, display_names=display_names, path=bundle_dir)
 
