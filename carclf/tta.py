@@ -52,9 +52,10 @@ VIEWS: dict[str, ViewSpec] = {
 # because ``tta_changed_answer`` compares the average against it.
 DEFAULT_ORDER: tuple[str, ...] = tuple(VIEWS)
 
-# A photo is first shrunk to at most this multiple of the output size, so cropping and resizing eight
-# views of a 12 MP photo costs no more than of a small one.
-PRESHRINK_FACTOR = 2
+# The cropped views are cut from one intermediate square of this many times the output size (the smallest
+# crop, 0.85, then still has at least the output's resolution), so rendering them costs a small resize
+# each instead of a resize of the full photo each (8 views of a 640x480 photo: 52 ms -> about 12 ms).
+INTERMEDIATE_SCALE = 1.2
 
 
 def resolve_views(n: int, names: tuple[str, ...] | list[str] | None = None) -> tuple[ViewSpec, ...]:
@@ -74,15 +75,20 @@ def resolve_views(n: int, names: tuple[str, ...] | list[str] | None = None) -> t
 
 def render_view(image: Image.Image, spec: ViewSpec, size: int) -> np.ndarray:
     """One view of an RGB image as a ``size`` x ``size`` x 3 uint8 array (the whole photo is squashed to a
-    square, as in training)."""
+    square, as in evaluation: ``carclf.images.load_rgb_array(src, size)``)."""
     width, height = image.size
     box_w, box_h = width * spec.crop, height * spec.crop
     left = (width - box_w) * spec.anchor[0]
     top = (height - box_h) * spec.anchor[1]
-    view = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + box_w, top + box_h))
+    box = None if spec.crop == 1.0 else (left, top, left + box_w, top + box_h)  # Pillow differs with a full box
+    view = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    return adjust(np.asarray(view, dtype=np.uint8), spec)
+
+
+def adjust(pixels: np.ndarray, spec: ViewSpec) -> np.ndarray:
+    """Apply a view's flip and brightness to an already cropped and resized HxWx3 uint8 array."""
     if spec.flip:
-        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    pixels = np.asarray(view, dtype=np.uint8)
+        pixels = pixels[:, ::-1]
     if spec.brightness != 1.0:
         pixels = np.clip(pixels.astype(np.float32) * spec.brightness, 0, 255).round().astype(np.uint8)
     return pixels
@@ -96,10 +102,18 @@ def tta_views(
     ``image`` is anything ``carclf.images.load_image`` reads; view 0 is always the unaltered photo.
     """
     specs = resolve_views(n, names)
-    picture = load_image(image)
-    limit = size * PRESHRINK_FACTOR
-    if max(picture.size) > limit:
-        picture = picture.copy()
-        picture.thumbnail((limit, limit), Image.Resampling.BILINEAR)
-    batch = np.stack([render_view(picture, spec, size) for spec in specs])
-    return batch, tuple(spec.name for spec in specs)
+    picture = load_image(image, min_size=size)  # the same (draft) decode as load_rgb_array(image, size)
+    # Uncropped views are the evaluation view (the whole photo resized, like load_rgb_array) flipped or
+    # brightened; cropped views are cut from one intermediate square.
+    whole = render_view(picture, VIEWS["original"], size)
+    square = None
+    views = []
+    for spec in specs:
+        if spec.crop == 1.0:
+            views.append(adjust(whole, spec))
+            continue
+        if square is None:
+            side = int(np.ceil(size * INTERMEDIATE_SCALE))
+            square = picture.resize((side, side), Image.Resampling.BILINEAR)
+        views.append(render_view(square, spec, size))
+    return np.stack(views), tuple(spec.name for spec in specs)
