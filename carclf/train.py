@@ -157,6 +157,9 @@ def run_stage(model, number: int, config, setup, datasets, paths, flag, progress
     callbacks = stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, augmenter,
                                 last_stage=number == len(config.stages))
     train_ds, val_ds = datasets
+    # BackupAndRestore resumes by setting model._initial_epoch, which Keras keeps after fit returns: left
+    # over from a resumed earlier stage it would make this stage start at that epoch (or skip it).
+    model._initial_epoch = None
     history = model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, callbacks=callbacks, verbose=verbose)
     checkpoint = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint))
     if np.isfinite(checkpoint.best):
