@@ -111,7 +111,8 @@ def form_ui(info) -> None:
     key = f"train_{preset}"
     with st.form("train_form"):
         cols = st.columns(3)
-        name = cols[0].text_input("Run name", value=info.root.name if info else base.name, key=f"{key}_name")
+        name = cols[0].text_input("Run name", key=f"{key}_name", placeholder="the data folder's name",
+                                  help="Part of the run id and of the model bundle's name.")
         backbones = list(list_backbones())
         backbone = cols[1].selectbox("Backbone", backbones, index=backbones.index(base.backbone),
                                      key=f"{key}_backbone")
@@ -145,7 +146,7 @@ def form_ui(info) -> None:
         return
     with widgets.user_errors():
         config = load_config(preset=preset, overrides=dict(
-            data=str(info.root), name=name, backbone=backbone, weights=weights, img_size=int(img_size),
+            data=str(info.root), name=name.strip() or info.root.name, backbone=backbone, weights=weights, img_size=int(img_size),
             batch_size=int(batch_size), augmentation=aug_choices[augmentation], stages=stages, head=head,
             models_dir=str(settings.models_dir()),
         ))

@@ -75,4 +75,4 @@ def make_bundle(models_dir: Path, name: str, classes: list[str], display_names: 
     config = load_config(preset="quick", overrides={"img_size": 32, "weights": "none", "name": name})
     model = build_classifier(config, len(classes))
     return save_bundle(model, models_dir / name, classes, display_names,
-                       meta={"backbone": config.backbone, "val_metrics": {"accuracy": 0.5}})
+                       meta={"backbone": config.backbone, "val_metrics": {"val_accuracy": 0.5}})

@@ -94,6 +94,12 @@ def browser_page(home: Path):
 
 
 def wait_idle(page, timeout_ms: int = 120_000) -> None:
-    """Wait until Streamlit has finished running the script (no 'Running...' status widget)."""
-    page.wait_for_timeout(300)
+    """Wait until Streamlit has finished running the script (no 'Running...' status widget).
+
+    The widget appears a moment after an interaction, so give it a second to show up first.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with contextlib.suppress(PlaywrightTimeout):  # the rerun was too quick to see
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="attached", timeout=1000)
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout_ms)

@@ -26,7 +26,7 @@ def model_choices() -> dict[str, str]:
 
 def _bundle_label(info) -> str:
     """'name (val acc 91.2%)', marked when it is the folder's default bundle."""
-    accuracy = (info.meta.get("val_metrics") or {}).get("accuracy")
+    accuracy = (info.meta.get("val_metrics") or {}).get("val_accuracy")
     label = f"{info.name} (val acc {accuracy:.1%})" if isinstance(accuracy, (int, float)) else info.name
     return f"{label} ★" if info.is_default else label
 
