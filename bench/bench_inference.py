@@ -45,6 +45,18 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, timed in turns (a, b, c, a, b, c, ...) so that a shared machine's
+    changing load hits them all alike instead of whichever happened to run during a busy spell."""
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (VmHWM: unlike ru_maxrss it is not inherited from the parent
     that spawned us, so the child's figure is its own)."""
@@ -112,11 +124,18 @@ def main() -> int:
 
     eight_eager()  # first eager call builds kernels
     calls = model.inference.calls
-    tta8 = median_time(lambda: model.predict(photo, tta=TTA_VIEWS), args.repeats)
-    assert model.inference.calls == calls + args.repeats, "a TTA prediction must be one model call"
-    singles8 = median_time(eight_singles, args.repeats)
-    eager8 = median_time(eight_eager, args.repeats)
-    single = median_time(lambda: model.predict(photo, tta=1), args.repeats)
+    model.predict(photo, tta=TTA_VIEWS)
+    assert model.inference.calls == calls + 1, "a TTA prediction must be one model call"
+    medians = interleaved_medians(
+        {
+            "tta8": lambda: model.predict(photo, tta=TTA_VIEWS),
+            "singles8": eight_singles,
+            "eager8": eight_eager,
+            "single": lambda: model.predict(photo, tta=1),
+        },
+        args.repeats,
+    )
+    tta8, singles8, eager8, single = (medians[k] for k in ("tta8", "singles8", "eager8", "single"))
 
     throughput = {}
     for tta in (1, TTA_VIEWS):
