@@ -154,7 +154,7 @@ def form_ui(info) -> None:
             config = with_total_epochs(config, int(total_epochs))
         run_id = runs.start_run(config, settings.runs_dir())
     st.session_state[SELECTED_RUN_KEY] = run_id
-    st.success(f"Started run `{run_id}`: it trains in the background; follow it below.", icon=":material/check:")
+    st.success(f"Started run `{run_id}`: it trains in the background; follow it in the Runs tab.", icon=":material/check:")
 
 
 def _duration(status: dict) -> str:
