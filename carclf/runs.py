@@ -10,6 +10,7 @@ backup of its last finished epoch. TensorFlow is never imported here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -131,9 +132,19 @@ def create_run(config, runs_dir=RUNS_DIR) -> RunPaths:
     else:
         raise RunError(f"cannot create a new run folder in {runs_dir}.")
     paths.checkpoints.mkdir()
+    config = _with_absolute_paths(config)
     config.save(paths.config)
     write_status(paths, state=QUEUED, run_id=paths.run_id, name=config.name, created_at=_now())
     return paths
+
+
+def _with_absolute_paths(config):
+    """The config with its data and models folders absolute: a run may be resumed from another folder."""
+    return dataclasses.replace(
+        config,
+        data=str(Path(config.data).expanduser().resolve()) if config.data else config.data,
+        models_dir=str(Path(config.models_dir).expanduser().resolve()),
+    )
 
 
 def start_run(config, runs_dir=RUNS_DIR) -> str:

@@ -47,12 +47,20 @@ def test_create_run_writes_config_and_queued_status(tmp_path):
     config = load_config(overrides={"name": "First try", "data": "/data"})
     paths = runs.create_run(config, tmp_path / "runs")
     assert paths.root.parent == tmp_path / "runs" and paths.run_id.startswith("first-try-")
-    assert load_config(paths.config) == config
+    saved = load_config(paths.config)
+    assert saved.data == "/data" and saved.name == config.name and saved.stages == config.stages
     status = json.loads(paths.status.read_text())
     assert status["state"] == runs.QUEUED and status["name"] == "First try"
     assert paths.checkpoints.is_dir()
     assert runs.read_history(paths.run_id, tmp_path / "runs").columns.tolist() == list(runs.HISTORY_COLUMNS)
     assert runs.read_log_tail(paths.run_id, tmp_path / "runs") == ""
+
+
+def test_relative_paths_are_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = runs.create_run(load_config(overrides={"data": "photos", "models_dir": "models"}), "runs")
+    saved = load_config(paths.config)
+    assert (saved.data, saved.models_dir) == (str(tmp_path / "photos"), str(tmp_path / "models"))
 
 
 def test_status_updates_are_atomic_merges(tmp_path):
