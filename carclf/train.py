@@ -30,7 +30,7 @@ from carclf.augment import AugSchedule, Augmenter, load_aug_config
 from carclf.bundle import save_bundle
 from carclf.callbacks import HistoryCSV, SignalFlag, StatusHeartbeat, StopOnSignal, StopRequested
 from carclf.config import StageConfig, TrainConfig
-from carclf.data import DatasetInfo, Item, scan_dataset, stratified_split
+from carclf.data import DatasetInfo, scan_dataset, stratified_split
 from carclf.devices import DeviceSetup, configure_devices
 from carclf.errors import ConfigError, DataError
 from carclf.model import build_classifier, resolve_img_size, set_trainable
