@@ -50,6 +50,7 @@ def _bad_config(tmp_path):
     (lambda tmp: ["train", "--data", str(tmp), "--epochs", "1"], "epochs must be"),
     (lambda tmp: ["train", "--data", str(tmp), "--batch-size", "0"], "batch_size"),
     (lambda tmp: ["train", "--data", str(tmp), "--img-size", "8"], "img_size"),
+    (lambda tmp: ["train", "--data", str(tmp), "--backbone", "resnet9000"], "resnet9000"),
     (lambda tmp: ["train", "--run-dir", str(tmp), "--data", str(tmp)], "drop --data"),
     (lambda tmp: ["train", "--run-dir", str(tmp)], "not a run folder"),
     (lambda tmp: ["runs", "--runs-dir", str(tmp), "show", "nope-20260101-000000"], "no run"),

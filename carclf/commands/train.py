@@ -49,6 +49,9 @@ def build_config(args: argparse.Namespace):
         raise ConfigError(f"--data {config.data}: no such folder.")
     if args.epochs is not None:
         config = with_total_epochs(config, args.epochs)
+    from carclf.backbones import get_backbone
+
+    get_backbone(config.backbone)  # an unknown name fails here, listing the valid ones, not in the run
     return config
 
 
