@@ -20,6 +20,7 @@ split of ~47 test photos moves by 2 points per photo).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -121,7 +122,8 @@ def run_carclf(train_dir: Path, test_items, work: Path, preset: str, seed: int) 
         "data": str(train_dir), "models_dir": str(work / "models"), "name": "bench", "seed": seed})
     paths = runs.create_run(config, work / "runs")
     started = time.monotonic()
-    status = train(config, paths.root, verbose=0)
+    with contextlib.redirect_stdout(sys.stderr):  # the training log must not mix with the JSON on stdout
+        status = train(config, paths.root, verbose=0)
     seconds = time.monotonic() - started
     bundle = load_bundle(status["bundle"])
     plain = evaluate_tta(bundle.model, test_items, bundle.img_size, 1)
