@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -34,8 +35,10 @@ class SignalFlag:
         self.signal_name = None
 
     def install(self, signals=(signal.SIGTERM,)) -> "SignalFlag":
-        for number in signals:
-            signal.signal(number, self._handle)
+        """Catch ``signals`` (only possible in the main thread; elsewhere they keep their default action)."""
+        if threading.current_thread() is threading.main_thread():
+            for number in signals:
+                signal.signal(number, self._handle)
         return self
 
     def _handle(self, number, frame) -> None:
