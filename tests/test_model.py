@@ -106,3 +106,13 @@ def test_head_variants_build_and_load_in_safe_mode(tmp_path, pooling):
 def test_fewer_than_two_classes_is_a_config_error():
     with pytest.raises(ConfigError, match="at least 2 classes"):
         build_classifier(tiny_config(), 1)
+
+
+def test_softmax_stays_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        built = build_classifier(tiny_config(), NUM_CLASSES)
+        assert built.get_layer(HEAD_NAME).layers[-1].compute_dtype == "float32"
+        assert built.outputs[0].dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
