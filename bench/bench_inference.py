@@ -8,6 +8,9 @@ Usage: python bench/bench_inference.py [--data ../shared/data] [--repeats 10] [-
 - ``one_single_s``: one prediction without TTA
 - ``predict_batch``: images/s for 1, 8 and 32 photos (no TTA, and 8-view TTA)
 - ``peak_rss_mb``: a fresh process that loads the default model and serves N 8-view predictions
+- ``trained_bundle``: the same TTA / eight singles / single comparison for a bundle of the classifier
+  training builds (efficientnet_lite0 at 224 px; random weights: only timing matters), where each
+  prediction also runs the gate, on the unaltered view only
 Targets: TTA >= 1.8x faster than eight singles and <= 5x one single; peak RSS < 1200 MB.
 Timings depend on the machine's load: run once, on a quiet machine if possible, and report the load.
 """
@@ -79,6 +82,39 @@ def serve(photos: list[Path], predictions: int) -> dict:
     return {"predictions": predictions, "load_s": round(loaded, 2), "total_s": round(total, 1), "peak_rss_mb": round(peak_rss_mb())}
 
 
+def trained_bundle_timings(photo: Path, repeats: int) -> dict:
+    """TTA vs eight singles vs one single for a bundle with the training classifier's architecture."""
+    import tempfile
+
+    import carclf
+    from carclf.bundle import save_bundle
+    from carclf.config import load_config
+    from carclf.model import build_classifier
+
+    config = load_config(preset="quick", overrides={"img_size": 224, "weights": "none"})
+    with tempfile.TemporaryDirectory() as folder:
+        bundle = save_bundle(build_classifier(config, 10), Path(folder) / "bench", [str(i) for i in range(10)],
+                             meta={"backbone": config.backbone})
+        model = carclf.load_model(bundle)
+    model.predict(photo, tta=TTA_VIEWS)
+    model.predict(photo, tta=1)
+    medians = interleaved_medians(
+        {
+            "tta8": lambda: model.predict(photo, tta=TTA_VIEWS),
+            "singles8": lambda: [model.predict(photo, tta=1) for _ in range(TTA_VIEWS)],
+            "single": lambda: model.predict(photo, tta=1),
+        },
+        repeats,
+    )
+    return {
+        "tta8_one_call_s": round(medians["tta8"], 4),
+        "eight_single_predictions_s": round(medians["singles8"], 4),
+        "one_single_s": round(medians["single"], 4),
+        "tta_speedup_vs_eight_singles": round(medians["singles8"] / medians["tta8"], 2),
+        "tta_cost_in_singles": round(medians["tta8"] / medians["single"], 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -120,7 +156,7 @@ def main() -> int:
     def eight_eager():
         views, _ = tta_views(photo, TTA_VIEWS, model.inference.input_size)
         for i in range(TTA_VIEWS):
-            np.asarray(model.inference.model(views[i : i + 1].astype("float32"), training=False)["imagenet"])
+            np.asarray(model.inference.branches["imagenet"](views[i : i + 1].astype("float32"), training=False))
 
     eight_eager()  # first eager call builds kernels
     calls = model.inference.calls
@@ -136,6 +172,8 @@ def main() -> int:
         args.repeats,
     )
     tta8, singles8, eager8, single = (medians[k] for k in ("tta8", "singles8", "eager8", "single"))
+
+    trained = trained_bundle_timings(photo, args.repeats)
 
     throughput = {}
     for tta in (1, TTA_VIEWS):
@@ -157,6 +195,7 @@ def main() -> int:
         "tta_speedup_vs_eight_eager": round(eager8 / tta8, 2),
         "tta_cost_in_singles": round(tta8 / single, 2),
         "predict_batch_images_per_s": throughput,
+        "trained_bundle": trained,
         "serving": served,
         "targets_met": {
             "speedup>=1.8": singles8 / tta8 >= TARGET_SPEEDUP,

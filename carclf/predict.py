@@ -26,10 +26,10 @@ from carclf.tta import tta_views
 # Where bundles live when ``load_model()`` is called without a path (relative to the working directory).
 MODELS_DIR = "models"
 
-# TTA views per model call in predict_batch. On CPU the cost per view is the same from 8 views per call
-# up, but activations grow with the batch: with the default model 64 views per call peaked at 1.5 GB of
-# RSS, 32 at 1.1 GB, at the same images/s (bench/bench_inference.py).
-VIEWS_PER_CALL = 32
+# TTA views (images) per model call in predict_batch. Measured with the default model on 2 cores: 22.6,
+# 21.0, 19.5 and 26.1 ms per image at 1, 8, 16 and 32 per call (bigger batches fall out of the CPU
+# caches), and peak RSS 0.9 / 1.1 / 1.5 GB at 16 / 32 / 64 per call.
+VIEWS_PER_CALL = 16
 
 # The key in a bundle's meta.json that may list its own TTA view names (see carclf.tta.VIEWS).
 TTA_VIEWS_META_KEY = "tta_views"
@@ -92,9 +92,17 @@ class Predictor:
             return default_model.BODY_TYPE_MAP.fold(outputs["imagenet"])
         return np.asarray(outputs["classes"], dtype=np.float64)
 
-    def score_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(class probabilities (N, C), car scores (N,))`` for an (N, H, W, 3) uint8 batch, in one call."""
-        outputs = self.inference(batch)
+    def score_arrays(self, batch: np.ndarray, gate_rows=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(class probabilities (N, C), car scores)`` for an (N, H, W, 3) uint8 batch, in one call.
+
+        Car scores are for the rows in ``gate_rows`` (default: every row). The default model reads its
+        classes from the gate's ImageNet output, so there the gate always sees every row.
+        """
+        if self.classifier is None:
+            outputs = self.inference(batch)
+            rows = slice(None) if gate_rows is None else np.asarray(gate_rows)
+            return self._class_probs(outputs), car_score(outputs["imagenet"][rows])
+        outputs = self.inference(batch, gate_rows)
         return self._class_probs(outputs), car_score(outputs["imagenet"])
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
@@ -117,8 +125,8 @@ class Predictor:
         Raises ``ImageError`` when the photo cannot be read.
         """
         views, names = tta_views(image, tta, self.inference.input_size, self.tta_view_names)
-        probs, scores = self.score_arrays(views)
-        return self._result(describe_source(image), names, probs, scores, top_k)
+        probs, scores = self.score_arrays(views, gate_rows=[0])  # the gate judges the unaltered photo
+        return self._result(describe_source(image), names, probs, float(scores[0]), top_k)
 
     def predict_batch(
         self,
@@ -140,14 +148,13 @@ class Predictor:
             nonlocal done
             if not pending:
                 return
-            probs, scores = self.score_arrays(np.concatenate([views for _, views, _ in pending]))
-            start = 0
-            for index, views, names in pending:
-                stop = start + len(views)
+            starts = np.cumsum([0] + [len(views) for _, views, _ in pending])
+            probs, scores = self.score_arrays(np.concatenate([views for _, views, _ in pending]), starts[:-1])
+            for number, (index, views, names) in enumerate(pending):
+                start, stop = starts[number], starts[number + 1]
                 results[index] = self._result(
-                    describe_source(images[index]), names, probs[start:stop], scores[start:stop], top_k
+                    describe_source(images[index]), names, probs[start:stop], float(scores[number]), top_k
                 )
-                start = stop
             done += len(pending)
             pending.clear()
             if progress:
@@ -168,11 +175,10 @@ class Predictor:
             progress(len(images), len(images))
         return results  # type: ignore[return-value]
 
-    def _result(self, source, names, probs: np.ndarray, scores: np.ndarray, top_k: int) -> Prediction:
+    def _result(self, source, names, probs: np.ndarray, score: float, top_k: int) -> Prediction:
         """Average the views of one photo into a Prediction, keeping each view's vote."""
         mean = probs.mean(axis=0)
         best = int(np.argmax(mean))
-        score = float(scores.mean())
         views = [
             ViewResult(name, self.display_names[int(np.argmax(p))], float(p.max()), tuple(float(v) for v in p))
             for name, p in zip(names, probs)
