@@ -6,6 +6,7 @@ import csv
 import io
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -97,7 +98,7 @@ def verdict_ui(result, predictor) -> None:
         )
 
 
-def views_ui(photo: Photo, result, predictor) -> None:
+def views_ui(photo: Photo, result) -> None:
     """Each TTA view as the model saw it, with that view's top class."""
     from carclf.tta import tta_views
 
@@ -120,7 +121,7 @@ def single_ui(predictor, photo: Photo, options: Options) -> None:
     if len(result.views) > 1:
         st.subheader(f"{len(result.views)} TTA views")
         with widgets.user_errors(stop=False):
-            views_ui(photo, result, predictor)
+            views_ui(photo, result)
     if options.explain:
         st.subheader("Grad-CAM: where the model looked")
         with widgets.user_errors(stop=False), st.spinner("Computing Grad-CAM…"):
@@ -170,7 +171,7 @@ def submission_ui(predictor, photos: list[Photo], results) -> None:
     """Download the readable photos' predictions as a Kaggle `Id,Category` CSV (Category = class folder)."""
     from carclf.submit import CATEGORY_COLUMN, ID_COLUMN
 
-    rows = [(photo.name, predictor.class_names[max(range(len(r.probabilities)), key=r.probabilities.__getitem__)])
+    rows = [(photo.name, predictor.class_names[int(np.argmax(r.probabilities))])
             for photo, r in zip(photos, results) if r.ok]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([(ID_COLUMN, CATEGORY_COLUMN), *rows])

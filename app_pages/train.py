@@ -87,7 +87,7 @@ def head_ui(config, key: str) -> dict:
     hidden = cols[1].number_input("Hidden units (0 = linear head)", 0, 4096, hidden_default, step=64,
                                   key=f"{key}_hidden")
     dropout = cols[2].slider("Dropout", 0.0, 0.8, float(config.head.dropout), 0.05, key=f"{key}_dropout")
-    dense = [{"units": int(hidden), "activation": "relu", "dropout": 0.2}] if hidden else []
+    dense = [{"units": int(hidden)}] if hidden else []  # other DenseBlock fields keep their defaults
     return {"pooling": pooling, "batchnorm": config.head.batchnorm, "dense": dense, "dropout": dropout}
 
 

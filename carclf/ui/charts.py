@@ -52,7 +52,10 @@ def training_curves(history: pd.DataFrame) -> go.Figure:
     for epoch, stage in stage_starts(history):
         for col in range(1, len(CURVE_PANELS) + 1):
             fig.add_vline(x=epoch - 0.5, line_dash="dot", line_color="gray", row=1, col=col)
-        fig.add_annotation(x=epoch - 0.5, y=1.08, yref="paper", text=f"stage {stage}", showarrow=False, xref="x")
+        for col in range(1, len(CURVE_PANELS) + 1):  # label inside each panel, clear of the subplot titles
+            fig.add_annotation(x=epoch - 0.5, y=0.98, yref="y domain", yanchor="top", xanchor="left", xshift=3,
+                               text=f"stage {stage}", showarrow=False, font=dict(size=11, color="gray"),
+                               row=1, col=col)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))
     fig.update_xaxes(title_text="epoch")
     return fig
