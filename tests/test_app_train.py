@@ -89,3 +89,18 @@ def test_stop_button_stops_a_run(app_env, data):
     state = _runs_table(at)["state"][0]
     assert state in ("stopped", "interrupted"), state
     assert not at.button(key="train_resume").disabled
+
+
+def test_compare_tab_lists_config_differences(app_env, data):
+    from carclf.config import load_config
+    from carclf.runs import create_run
+
+    for size in (64, 96):  # two run folders written by carclf.runs itself (not launched)
+        create_run(load_config(preset="quick", overrides={"data": str(data), "img_size": size, "name": f"px{size}"}),
+                   app_env["runs"])
+    at = open_page("train.py")
+    assert len(at.multiselect(key="train_compare").value) == 2
+    (diff,) = [df.value for df in at.dataframe if "img_size" in df.value.index]
+    assert sorted(diff.loc["img_size"]) == ["64", "96"]
+    assert "backbone" not in diff.index  # equal values are left out
+    assert len(_runs_table(at)) == 2
