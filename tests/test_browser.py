@@ -141,3 +141,20 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
         _go(page, "Evaluate")
         assert _selected(page.locator('[data-testid="stSidebar"]'), "Model") == bundle
         assert _selected(page.locator('[data-testid="stMain"]'), "Model") == bundle
+
+        # Evaluate the new model; clicking a confusion-matrix cell opens that cell's photos.
+        page.get_by_role("textbox", name="Labelled folder (one sub-folder per class)").fill(str(data))
+        page.keyboard.press("Enter")
+        wait_idle(page)
+        page.get_by_role("button", name="Run evaluation").click()
+        page.get_by_text("Confusion matrix").wait_for(timeout=PREDICT_TIMEOUT_MS)
+        wait_idle(page)
+        plot = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+        # Two different off-diagonal cells (rows = true, columns = predicted), so at least one click must
+        # change what is shown, whichever cell the page opened on.
+        for fx, fy, heading in ((0.25, 0.75, "True bmw → predicted audi"), (0.75, 0.25, "True audi → predicted bmw")):
+            x, y = plot["x"] + plot["width"] * fx, plot["y"] + plot["height"] * fy
+            page.mouse.move(x - 5, y - 5)
+            page.mouse.move(x, y, steps=5)  # plotly needs the hover before the click
+            page.mouse.click(x, y)
+            page.get_by_role("heading", name=heading).wait_for()

@@ -9,6 +9,8 @@ import plotly.graph_objects as go
 
 # Height of the small charts beside a photo, in px.
 SMALL_CHART_PX = 260
+# Size of the clickable marker drawn over each confusion-matrix cell, px.
+CELL_MARKER_PX = 40
 # Metric pairs drawn on the training-curves chart: (train column, validation column, title).
 CURVE_PANELS = (("loss", "val_loss", "Loss"), ("accuracy", "val_accuracy", "Accuracy"))
 
@@ -88,6 +90,12 @@ def confusion_heatmap(matrix, class_names: Sequence[str]) -> go.Figure:
         go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", text=matrix, texttemplate="%{text}",
                    hovertemplate="true %{y}<br>predicted %{x}<br>%{z} photos<extra></extra>")
     )
+    # Streamlit's selection events do not fire on heatmap cells, so each cell also gets an almost invisible
+    # square marker: clicking a cell selects that marker, whose (x, y) names the cell.
+    cells_x = [pred for _ in names for pred in names]
+    cells_y = [true for true in names for _ in names]
+    fig.add_trace(go.Scatter(x=cells_x, y=cells_y, mode="markers", hoverinfo="none", showlegend=False,
+                             marker=dict(symbol="square", size=CELL_MARKER_PX, opacity=0.01, color="black")))
     fig.update_layout(
         height=max(360, 40 * len(names) + 160),
         margin=dict(l=10, r=10, t=40, b=10),
