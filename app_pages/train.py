@@ -6,7 +6,7 @@ page only polls them (an st.fragment that reruns every few seconds).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import get_args, get_type_hints
 
 import pandas as pd

@@ -11,18 +11,15 @@ import yaml
 from app_helpers import app_env, copy_photos, open_page, texts  # noqa: F401  (app_env is a fixture)
 
 BRANDS = "cars/vidhyagupta_car_brands_5"
-LAYOUT = {
-    "audi": [f"{BRANDS}/audi/test_66.jpg", f"{BRANDS}/audi/test_67.jpg", f"{BRANDS}/audi/test_68.jpg"],
-    "bmw": [f"{BRANDS}/bmw/{name}" for name in ("test_61.jpg", "test_62.jpg", "test_63.jpg")],
-}
 # Seconds a 2-epoch run on 6 photos at 64 px may take on 2 shared cores (TensorFlow start included).
 RUN_DEADLINE_S = 240
 
 
 @pytest.fixture
 def data(shared_data, tmp_path):
-    bmw = sorted((shared_data / BRANDS / "bmw").iterdir())[:3]
-    layout = {"audi": LAYOUT["audi"], "bmw": [str(p.relative_to(shared_data)) for p in bmw]}
+    """Two classes of three real photos each."""
+    layout = {brand: [str(p.relative_to(shared_data)) for p in sorted((shared_data / BRANDS / brand).iterdir())[:3]]
+              for brand in ("audi", "bmw")}
     return copy_photos(shared_data, layout, tmp_path / "brands")
 
 
@@ -75,7 +72,7 @@ def test_launch_runs_in_background_and_shows_curves(app_env, data):
     chart = at.get("plotly_chart")
     assert chart, "the training curves appear once epochs are done"
     assert any("Model bundle" in s for s in texts(at.success))
-    assert (app_env["models"]).iterdir()  # the bundle landed in the app's models folder
+    assert any((app_env["models"]).iterdir())  # the bundle landed in the app's models folder
     assert "epoch" in at.code[-1].value.lower()  # the log tail
 
 
