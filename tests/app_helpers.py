@@ -33,14 +33,14 @@ def app_env(tmp_path, monkeypatch):
 
 
 def open_page(script: str, model: str | None = None) -> AppTest:
-    """Run app.py (navigation + sidebar) on app_pages/<script>, without first running the default page.
+    """Run app.py (navigation + sidebar) on pages/<script>, without first running the default page.
 
     ``model`` preselects the sidebar's model choice (a bundle folder, or "default").
     """
     at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S)
     if model is not None:
         at.session_state["carclf_model"] = model
-    at.switch_page(f"app_pages/{script}")
+    at.switch_page(f"pages/{script}")
     at.run()
     assert not at.exception, at.exception
     return at

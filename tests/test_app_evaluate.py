@@ -60,7 +60,7 @@ def test_evaluate_unknown_class_is_one_line(bundle, shared_data, tmp_path):
 
 def test_sidebar_model_choice_is_shared_by_all_pages(bundle, shared_data):
     at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT_S).run()  # app.py on its default page
-    picker = at.sidebar.selectbox(key="carclf_model")
+    picker = at.sidebar.selectbox(key="carclf_model_picker")
     assert picker.value == str(bundle)  # the newest bundle is preselected
     assert picker.options[-1].startswith("Default")
     photo = ("3201.jpg", (shared_data / SF / "3/3201.jpg").read_bytes(), "image/jpeg")
@@ -68,11 +68,11 @@ def test_sidebar_model_choice_is_shared_by_all_pages(bundle, shared_data):
     assert not at.exception
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert set(chart["data"][0]["y"]) == {"VAZ-2110", "VAZ-21099"}  # the bundle's display names
-    at.sidebar.selectbox(key="carclf_model").set_value("default").run()
+    at.sidebar.selectbox(key="carclf_model_picker").set_value("default").run()
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert "VAZ-2110" not in chart["data"][0]["y"]  # body types from the default model now
     assert any("default model" in text.lower() for text in texts(at.info))
-    at.switch_page("app_pages/data.py").run()
-    at.switch_page("app_pages/evaluate.py").run()
-    assert at.sidebar.selectbox(key="carclf_model").value == "default"  # the choice survived two pages
+    at.switch_page("pages/data.py").run()
+    at.switch_page("pages/evaluate.py").run()
+    assert at.sidebar.selectbox(key="carclf_model_picker").value == "default"  # the choice survived two pages
     assert at.selectbox(key="eval_model").value == "default"

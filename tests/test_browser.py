@@ -158,3 +158,19 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
             page.mouse.move(x, y, steps=5)  # plotly needs the hover before the click
             page.mouse.click(x, y)
             page.get_by_role("heading", name=heading).wait_for()
+
+
+def test_a_deep_link_as_the_first_request_shows_the_full_app(server):
+    """The first request after a server start goes straight to /train (a bookmark or a reload): the page must
+    still have the navigation and the sidebar, though Streamlit's old pages/ mode is active at that moment."""
+    url, _ = server
+    with browser_page(server[1]["home"]) as page:
+        page.goto(f"{url}/train")
+        page.get_by_role("heading", name="Train", exact=True).wait_for(timeout=PREDICT_TIMEOUT_MS)
+        wait_idle(page, PREDICT_TIMEOUT_MS)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.get_by_role("combobox", name="Model").count() == 1
+        _go(page, "Data")  # the app's own navigation works from there
+        page.reload()
+        page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=PREDICT_TIMEOUT_MS)
+        assert page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Augmentation lab").count() == 1

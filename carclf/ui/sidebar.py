@@ -6,8 +6,11 @@ import streamlit as st
 
 from carclf.ui import loaders, settings, widgets
 
-# session_state key of the chosen model; the picker lives in app.py, so the choice survives page changes.
+# session_state key of the chosen model. Every page draws the picker itself, and Streamlit forgets a widget's
+# state when the page that drew it changes, so the choice is kept under this plain key and copied into the
+# widget's own key (PICKER_KEY) on each run.
 MODEL_KEY = "carclf_model"
+PICKER_KEY = "carclf_model_picker"
 # The picker's value for the built-in default model (bundle choices are folder paths).
 DEFAULT_CHOICE = "default"
 
@@ -36,14 +39,20 @@ def model_picker_ui() -> str | None:
     choices = model_choices()
     if st.session_state.get(MODEL_KEY) not in choices:
         st.session_state[MODEL_KEY] = next(iter(choices))  # newest bundle, or the default model
+    st.session_state[PICKER_KEY] = st.session_state[MODEL_KEY]
     st.sidebar.selectbox(
         "Model",
         options=list(choices),
         format_func=choices.get,
-        key=MODEL_KEY,
+        key=PICKER_KEY,
+        on_change=_remember_choice,
         help=f"Trained bundles from {settings.models_dir()} (newest first) and the built-in default model.",
     )
     return selected_model()
+
+
+def _remember_choice() -> None:
+    st.session_state[MODEL_KEY] = st.session_state[PICKER_KEY]
 
 
 def selected_model() -> str | None:

@@ -10,6 +10,7 @@ import yaml
 from carclf import augment
 from carclf.augment_registry import TRANSFORMS
 from carclf.images import load_rgb_array
+from carclf.ui.navigation import page_frame
 from carclf.ui import aug_widgets, loaders, settings, widgets
 
 # Side of the augmented previews (the pipeline's final resize), px.
@@ -100,4 +101,5 @@ def augment_lab_page() -> None:
     save_ui(config)
 
 
+page_frame()
 augment_lab_page()

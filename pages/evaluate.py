@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from carclf.ui.navigation import page_frame
 from carclf.ui import charts, loaders, settings, sidebar, widgets
 
 # Photos shown for one confusion cell (each may get a Grad-CAM overlay, ~1 s each on CPU).
@@ -118,4 +119,5 @@ def evaluate_page() -> None:
     cell_ui(report, state["model"], true, pred)
 
 
+page_frame()
 evaluate_page()

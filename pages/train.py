@@ -15,6 +15,7 @@ import streamlit as st
 from carclf import runs
 from carclf.errors import CarclfError
 from carclf.config import DEFAULT_PRESET, PRESETS, HeadConfig, StageConfig, load_config, with_total_epochs
+from carclf.ui.navigation import page_frame
 from carclf.ui import charts, loaders, settings, widgets
 
 # Seconds between refreshes of the runs table and the live curves.
@@ -277,4 +278,5 @@ def train_page() -> None:
         compare_ui()
 
 
+page_frame()
 train_page()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from carclf.ui.navigation import page_frame
 from carclf.ui import charts, loaders, settings, widgets
 
 # Photos shown per class in the sample grid.
@@ -58,4 +59,5 @@ def data_page() -> None:
     samples_ui(info)
 
 
+page_frame()
 data_page()

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from carclf.images import load_image
+from carclf.ui.navigation import page_frame
 from carclf.ui import charts, loaders, sidebar, widgets
 
 # TTA views offered by the slider (carclf.tta has 12; more than 8 rarely changes an answer).
@@ -200,4 +201,5 @@ def predict_page() -> None:
         batch_ui(predictor, photos, options)
 
 
+page_frame()
 predict_page()
