@@ -7,6 +7,10 @@ function that needs it is first used::
     model = carclf.load_model()                  # newest trained bundle in models/, or the default model
     result = model.predict("photo.jpg", tta=8, top_k=3)
     report = carclf.evaluate(model, "data/val", tta=4)
+    run_id = carclf.start_run(carclf.load_config(preset="quick", overrides={"data": "data/train"}))
+
+Training in the current process is ``carclf.train.train(config, run_dir)``; ``start_run`` launches it as a
+background process that survives the caller, which is what the dashboard uses.
 """
 
 import importlib
@@ -26,7 +30,8 @@ _LAZY = {
     "scan_dataset": "carclf.data",
     "TrainConfig": "carclf.config",
     "load_config": "carclf.config",
-    "train": "carclf.train",
+    "start_run": "carclf.runs",
+    "list_runs": "carclf.runs",
     "list_backbones": "carclf.backbones",
 }
 

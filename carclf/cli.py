@@ -13,6 +13,9 @@ import sys
 
 from carclf.errors import CarclfError
 
+# Commands that never touch TensorFlow (they only read run folders): no need to pay for importing it.
+COMMANDS_WITHOUT_TENSORFLOW = frozenset({"runs"})
+
 # Subcommand name -> module in carclf.commands. Modules are imported only when listed in --help or run,
 # so that ``python -m carclf --help`` does not pay for importing TensorFlow.
 COMMANDS = {
@@ -40,12 +43,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (oneDNN, CPU features) kept off the user's terminal.
+
+    TensorFlow 2.21 logs them through absl before any setting can silence them (TF_CPP_MIN_LOG_LEVEL does
+    not), so stderr's file descriptor points at /dev/null for the import only. A failed import still
+    raises normally afterwards.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the command, and turn user errors into a one-line message."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in COMMANDS_WITHOUT_TENSORFLOW:
+        import_tensorflow_quietly()
     try:
         return int(args._run(args) or 0)
     except CarclfError as error:

@@ -23,7 +23,7 @@ DEFAULT_MODEL_NAME = "default"
 # Shown with every default-model result, so nobody mistakes a body type for the trained car model.
 NOTICE = (
     "Generic default model (pretrained EfficientNet-Lite0 ImageNet classifier): it names the car's body "
-    "type, not its make and model. Train the ten-model classifier with `python -m carclf train DATA_DIR` "
+    "type, not its make and model. Train the ten-model classifier with `python -m carclf train --data DIR` "
     "(or the dashboard's Train page); the newest bundle in models/ is then used instead."
 )
 
