@@ -14,6 +14,7 @@ temporary file and renamed, so a crash never leaves half a submission behind.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
 from collections import Counter
@@ -140,6 +141,33 @@ def read_sample(sample) -> tuple:
     return header, ids
 
 
+def submission_rows(model, names, results) -> list:
+    """``(Id, Category)`` for each readable prediction: Category is the class folder of the top class.
+
+    For callers that already hold ``Prediction`` results (the dashboard's many-photos table); unreadable
+    photos (``result.ok`` false) get no row.
+    """
+    return [(name, model.class_names[_top_index(result.probabilities)])
+            for name, result in zip(names, results) if result.ok]
+
+
+def _top_index(probabilities) -> int:
+    return max(range(len(probabilities)), key=probabilities.__getitem__)
+
+
+def submission_text(rows, header=(ID_COLUMN, CATEGORY_COLUMN)) -> str:
+    """The CSV text of a submission, in the same format ``write_submission`` writes to disk."""
+    buffer = io.StringIO()
+    _write_rows(buffer, header, rows)
+    return buffer.getvalue()
+
+
+def _write_rows(handle, header, rows) -> None:
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+
+
 def write_csv_atomic(out, header, rows) -> Path:
     """Write a CSV next to ``out`` under a temporary name, then rename it into place."""
     out = Path(out)
@@ -149,9 +177,7 @@ def write_csv_atomic(out, header, rows) -> Path:
     )
     try:
         with handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
+            _write_rows(handle, header, rows)
         os.replace(handle.name, out)
     finally:
         if os.path.exists(handle.name):

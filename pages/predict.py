@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -170,15 +168,12 @@ def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
 
 def submission_ui(predictor, photos: list[Photo], results) -> None:
     """Download the readable photos' predictions as a Kaggle `Id,Category` CSV (Category = class folder)."""
-    from carclf.submit import CATEGORY_COLUMN, ID_COLUMN
+    from carclf.submit import submission_rows, submission_text
 
-    rows = [(photo.name, predictor.class_names[int(np.argmax(r.probabilities))])
-            for photo, r in zip(photos, results) if r.ok]
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([(ID_COLUMN, CATEGORY_COLUMN), *rows])
+    rows = submission_rows(predictor, [photo.name for photo in photos], results)
     st.download_button(
         f"Download Kaggle CSV ({len(rows)} rows)",
-        data=buffer.getvalue(),
+        data=submission_text(rows),
         file_name="submission.csv",
         mime="text/csv",
         key="predict_download",

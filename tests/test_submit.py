@@ -8,7 +8,7 @@ import pytest
 
 from carclf.data import natural_key
 from carclf.errors import DataError
-from carclf.submit import read_sample, write_submission
+from carclf.submit import read_sample, submission_rows, submission_text, write_submission
 from inference_helpers import (
     COLOURS,
     PHOTOS,
@@ -145,3 +145,17 @@ def test_sample_file_problems_are_data_errors(tmp_path):
     bad.write_text("Id,Category\n1.jpg,0\n1.jpg,0\n")
     with pytest.raises(DataError, match="listed twice"):
         read_sample(bad)
+
+
+def test_rows_from_held_predictions_use_the_class_folder_and_skip_unreadable(model, shared_data, tmp_path):
+    """The dashboard's CSV: predictions it already holds become the same Id,Category text as a written file."""
+    photos = [copy_photo(shared_data, PHOTOS["red"][1], tmp_path), copy_photo(shared_data, PHOTOS["blue"][0], tmp_path),
+              truncated_copy(shared_data, PHOTOS["green"][1], tmp_path / "broken.jpg")]
+    results = model.predict_batch(photos)
+    rows = submission_rows(model, [p.name for p in photos], results)
+    expected = [(p.name, CATEGORIES[COLOURS.index(expected_colour(p))]) for p in photos[:2]]
+    assert rows == expected  # the truncated photo gets no row
+    text = submission_text(rows)
+    written = write_submission(model, tmp_path, tmp_path / "out" / "s.csv", allow_missing=True).path.read_text()
+    assert text.splitlines()[0] == "Id,Category" == written.splitlines()[0]
+    assert set(text.splitlines()[1:]) <= set(written.splitlines()[1:])
