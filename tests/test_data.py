@@ -45,7 +45,7 @@ def test_folder_layout_on_real_photos(shared_data: Path) -> None:
     assert info.classes == ("audi", "lamborghini", "mercedes")
     assert info.display_names == info.classes
     for index, name in enumerate(info.classes):
-        on_disk = list((shared_data / BRANDS / name).iterdir())  # .jpg, .jpeg, PNGs named .jpg
+        on_disk = [p.resolve() for p in (shared_data / BRANDS / name).iterdir()]  # .jpg, .jpeg, PNGs named .jpg
         assert info.counts[name] == len(on_disk)
         assert {item.path for item in info.items if item.label == index} == set(on_disk)
     assert not any(item.path.name == "MANIFEST.md" for item in info.items)
