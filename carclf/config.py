@@ -74,6 +74,7 @@ class TrainConfig:
     data: str = ""  # dataset folder (folder-per-class, or Kaggle train.csv + train/)
     name: str = "run"  # run name: becomes part of the run id and the bundle name
     val_fraction: float = 0.2  # share of each class held out for validation (stratified)
+    val_data: str = ""  # a separate validation folder with the same classes; set = train on all of data, val_fraction unused
     seed: int = 42  # seeds the split, augmentation and weight initialisation
     class_display_names: dict[str, str] = field(default_factory=dict)  # class folder -> human name
     max_images_per_class: int = 0  # 0 = all; >0 caps each class (quick experiments on big data)

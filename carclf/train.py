@@ -30,7 +30,7 @@ from carclf.augment import AugSchedule, Augmenter, load_aug_config
 from carclf.bundle import save_bundle
 from carclf.callbacks import HistoryCSV, SignalFlag, StatusHeartbeat, StopOnSignal, StopRequested
 from carclf.config import StageConfig, TrainConfig
-from carclf.data import DatasetInfo, scan_dataset, stratified_split
+from carclf.data import DatasetInfo, Item, scan_dataset, stratified_split
 from carclf.devices import DeviceSetup, configure_devices
 from carclf.errors import ConfigError, DataError
 from carclf.model import build_classifier, resolve_img_size, set_trainable
@@ -78,10 +78,28 @@ def prepare_data(config: TrainConfig) -> TrainData:
     items = list(info.items)
     if config.max_images_per_class:
         items = _cap_per_class(items, config.max_images_per_class, config.seed)
-    train_items, val_items = stratified_split(items, config.val_fraction, config.seed)
+    if config.val_data:
+        train_items, val_items = items, _explicit_val_items(config, info)
+    else:
+        train_items, val_items = stratified_split(items, config.val_fraction, config.seed)
     if not val_items:
         raise DataError(f"{config.data}: too few photos for a validation split; add photos (2+ per class).")
     return TrainData(info=info, train=train_items, val=val_items)
+
+
+def _explicit_val_items(config: TrainConfig, info: DatasetInfo) -> list:
+    """The photos of ``config.val_data``, labelled in the training set's class order.
+
+    A fixed validation folder lets runs (and benchmarks) compare on the same photos instead of each
+    cutting its own share out of the training photos.
+    """
+    val_info = scan_dataset(config.val_data)
+    unknown = sorted(set(val_info.classes) - set(info.classes))
+    if unknown:
+        raise DataError(f"{config.val_data}: classes {', '.join(unknown)} are not in the training data "
+                        f"{config.data}; use a validation folder with the training classes only.")
+    label_of = {name: index for index, name in enumerate(info.classes)}
+    return [Item(item.path, label_of[val_info.classes[item.label]]) for item in val_info.items]
 
 
 def _cap_per_class(items: list, limit: int, seed: int) -> list:

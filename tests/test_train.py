@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -94,3 +95,24 @@ def test_prepare_data_caps_classes_and_splits_reproducibly(tmp_path):
     assert len(first.train) + len(first.val) == 18
     assert [item.path for item in first.val] == [item.path for item in second.val]
     assert {item.label for item in first.val} == {0, 1, 2}
+
+
+def test_prepare_data_uses_an_explicit_validation_folder(tmp_path):
+    data = make_pattern_dataset(tmp_path / "data", per_class=6)
+    val = make_pattern_dataset(tmp_path / "val", per_class=2, seed=1)
+    shutil.rmtree(val / "horizontal")  # a class missing from validation: labels must follow the training classes
+    config = tiny_config(data, tmp_path / "models", val_data=str(val))
+    split = prepare_data(config)
+    assert len(split.train) == 18  # every training photo trains: nothing is cut out for validation
+    assert sorted(item.path.name for item in split.val) == sorted(p.name for p in val.rglob("*.jpg"))
+    classes = split.info.classes
+    assert {classes[item.label] for item in split.val} == {"checker", "vertical"}
+    assert all(classes[item.label] == item.path.parent.name for item in split.val)
+
+
+def test_explicit_validation_folder_with_an_unknown_class_is_refused(tmp_path):
+    data = make_pattern_dataset(tmp_path / "data", per_class=4)
+    val = make_pattern_dataset(tmp_path / "val", per_class=2, seed=1)
+    (val / "checker").rename(val / "diagonal")
+    with pytest.raises(DataError, match="diagonal"):
+        prepare_data(tiny_config(data, tmp_path / "models", val_data=str(val)))
