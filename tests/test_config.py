@@ -28,7 +28,7 @@ def test_every_preset_loads_and_round_trips(tmp_path, name):
 
 def test_quick_and_full_presets_differ_as_documented():
     quick, full = load_config(preset="quick"), load_config(preset="full")
-    assert full.epochs_total > quick.epochs_total
+    assert len(full.stages) > len(quick.stages)  # full unfreezes progressively; quick's epochs are caps on tiny data
     assert full.batch_size > quick.batch_size
     assert quick.backbone == "efficientnet_lite0"
 
