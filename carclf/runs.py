@@ -142,9 +142,14 @@ def _with_absolute_paths(config):
     """The config with its data and models folders absolute: a run may be resumed from another folder."""
     return dataclasses.replace(
         config,
-        data=str(Path(config.data).expanduser().resolve()) if config.data else config.data,
+        data=_absolute_or_empty(config.data),
+        val_data=_absolute_or_empty(config.val_data),
         models_dir=str(Path(config.models_dir).expanduser().resolve()),
     )
+
+
+def _absolute_or_empty(folder: str) -> str:
+    return str(Path(folder).expanduser().resolve()) if folder else folder
 
 
 def start_run(config, runs_dir=RUNS_DIR) -> str:

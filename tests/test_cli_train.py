@@ -47,6 +47,7 @@ def _bad_config(tmp_path):
     (lambda tmp: ["train", "--data", str(tmp / "missing")], "no such folder"),
     (lambda tmp: ["train", "--data", str(tmp), "--config", _bad_config(tmp)], "unknown config key config.epochz"),
     (lambda tmp: ["train", "--data", str(tmp), "--config", str(tmp / "nope.yaml")], "does not exist"),
+    (lambda tmp: ["train", "--data", str(tmp), "--val-data", str(tmp / "missing")], "--val-data"),
     (lambda tmp: ["train", "--data", str(tmp), "--epochs", "1"], "epochs must be"),
     (lambda tmp: ["train", "--data", str(tmp), "--batch-size", "0"], "batch_size"),
     (lambda tmp: ["train", "--data", str(tmp), "--img-size", "8"], "img_size"),

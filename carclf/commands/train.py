@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from carclf.config import PRESETS
 
     parser.add_argument("--data", metavar="DIR", help="dataset folder: one sub-folder per class, or Kaggle train.csv + train/")
+    parser.add_argument("--val-data", metavar="DIR",
+                        help="separate validation folder (same classes); then all of --data is used for training")
     parser.add_argument("--config", metavar="FILE", help="training config YAML (keys of carclf.config.TrainConfig)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="base settings: quick (CPU, minutes) or full (GPU)")
     parser.add_argument("--backbone", metavar="NAME", help="backbone name (python -c 'import carclf; print(carclf.list_backbones())')")
@@ -39,7 +41,7 @@ def build_config(args: argparse.Namespace):
     from carclf.errors import ConfigError
 
     overrides = {
-        "data": args.data, "backbone": args.backbone, "img_size": args.img_size,
+        "data": args.data, "val_data": args.val_data, "backbone": args.backbone, "img_size": args.img_size,
         "batch_size": args.batch_size, "name": args.name, "models_dir": args.models_dir,
     }
     config = load_config(path=args.config, preset=args.preset, overrides=overrides)
@@ -47,6 +49,8 @@ def build_config(args: argparse.Namespace):
         raise ConfigError("no dataset given: pass --data DIR (a folder with one sub-folder per class).")
     if not Path(config.data).is_dir():
         raise ConfigError(f"--data {config.data}: no such folder.")
+    if config.val_data and not Path(config.val_data).is_dir():
+        raise ConfigError(f"--val-data {config.val_data}: no such folder.")
     if args.epochs is not None:
         config = with_total_epochs(config, args.epochs)
     from carclf.backbones import get_backbone
@@ -84,7 +88,7 @@ def _run_existing(run_dir: Path, args: argparse.Namespace) -> int:
     from carclf.errors import RunError
     from carclf.train import train
 
-    given = [name for name in ("data", "config", "preset", "backbone", "img_size", "epochs", "batch_size", "name")
+    given = [name for name in ("data", "val_data", "config", "preset", "backbone", "img_size", "epochs", "batch_size", "name")
              if getattr(args, name) is not None]
     if given:
         raise RunError(f"--run-dir uses the run's own config.yaml; drop --{given[0].replace('_', '-')}.")
