@@ -28,6 +28,13 @@ from carclf.imagenet import CAR_CLASS_IDS
 # threshold is safe because non-car photos put almost no mass on car classes (median 0.002, 90th percentile 0.009).
 DEFAULT_THRESHOLD = 0.15
 
+# A bundle's own threshold is chosen on its validation photos (all cars): low enough that
+# CALIBRATION_ACCEPT of them pass, but never outside [MIN_THRESHOLD, DEFAULT_THRESHOLD]. The floor is the
+# lowest threshold that still rejected >= 95 % of the non-car photos in bench/bench_gate.py, so a dataset of
+# unusual car photos (interiors, night shots) can loosen the gate only as far as non-cars stay rejected.
+CALIBRATION_ACCEPT = 0.99
+MIN_THRESHOLD = 0.04
+
 # The key in a bundle's meta.json holding that bundle's own gate threshold (null = package default).
 GATE_META_KEY = "gate_threshold"
 
@@ -41,6 +48,15 @@ def car_score(imagenet_probs: np.ndarray) -> np.ndarray:
     if probs.shape[-1] != 1000:
         raise ValueError(f"car_score needs 1000 ImageNet probabilities per row, got shape {probs.shape}.")
     return np.clip(probs[..., CAR_IDS].sum(axis=-1), 0.0, 1.0)
+
+
+def calibrate_threshold(car_scores) -> float:
+    """The gate threshold for a bundle, from the car scores of its validation photos (which are all cars)."""
+    scores = np.asarray(car_scores, dtype=np.float64).ravel()
+    if scores.size == 0:
+        return DEFAULT_THRESHOLD
+    wanted = float(np.quantile(scores, 1.0 - CALIBRATION_ACCEPT))
+    return round(float(np.clip(wanted, MIN_THRESHOLD, DEFAULT_THRESHOLD)), 4)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from carclf.config import StageConfig, TrainConfig
 from carclf.data import DatasetInfo, Item, scan_dataset, stratified_split
 from carclf.devices import DeviceSetup, configure_devices
 from carclf.errors import ConfigError, DataError
+from carclf.gate import GATE_META_KEY, calibrate_threshold, car_score
 from carclf.model import build_classifier, resolve_img_size, set_trainable
 from carclf.optimizers import build_optimizer
 from carclf.runs import RunPaths
@@ -258,9 +259,24 @@ def export(model, config: TrainConfig, data: TrainData, paths: RunPaths, metrics
             "run_id": paths.run_id,
             "data_summary": {**data.info.summary(), "train_images": len(data.train), "val_images": len(data.val)},
             "tta": config.tta,
+            GATE_META_KEY: gate_threshold_for(data.val, config.batch_size),
         },
         overwrite=True,
     )
+
+
+def gate_threshold_for(val_items, batch_size: int) -> float:
+    """The "not a car" threshold stored in the bundle, chosen on the run's validation photos (all cars)."""
+    from carclf.pipeline import make_predict_dataset
+    from carclf.predict import gate_classifier
+
+    gate = gate_classifier()
+    size = int(gate.inputs[0].shape[1])
+    scores = []
+    for images, _, ok in make_predict_dataset([item.path for item in val_items], size, batch_size):
+        probs = gate.predict_on_batch(images)
+        scores.extend(car_score(probs)[ok.numpy()])
+    return calibrate_threshold(scores)
 
 
 def train(config: TrainConfig, run_dir, verbose: Optional[int] = None) -> dict:

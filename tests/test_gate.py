@@ -65,3 +65,13 @@ def test_real_car_photos_pass_and_other_photos_do_not(shared_data):
     # not just on the right side of the line: clearly separated
     assert min(r.car_score for r in cars) > 2 * DEFAULT_THRESHOLD
     assert max(r.car_score for r in others) < DEFAULT_THRESHOLD / 2
+
+
+def test_calibrated_threshold_lets_the_validation_cars_through_within_safe_bounds():
+    from carclf.gate import DEFAULT_THRESHOLD, MIN_THRESHOLD, calibrate_threshold
+
+    assert calibrate_threshold([0.9, 0.8, 0.95]) == DEFAULT_THRESHOLD  # confident cars: keep the measured default
+    assert calibrate_threshold([]) == DEFAULT_THRESHOLD
+    loose = calibrate_threshold([0.08] * 5 + [0.9] * 95)  # unusual car photos: lower, so they pass
+    assert MIN_THRESHOLD <= loose < DEFAULT_THRESHOLD and loose <= 0.08
+    assert calibrate_threshold([0.001] * 100) == MIN_THRESHOLD  # never so low that non-cars pass

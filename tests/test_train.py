@@ -6,6 +6,8 @@ import json
 import shutil
 
 import numpy as np
+
+from carclf.gate import MIN_THRESHOLD
 import pytest
 
 from carclf import runs
@@ -54,6 +56,8 @@ def test_exported_bundle_predicts_the_validation_photos(learned):
     bundle = load_bundle(status["bundle"])
     assert bundle.meta["run_id"] == paths.run_id and bundle.img_size == 64
     assert bundle.meta["data_summary"]["num_images"] == 36
+    # the gate threshold was chosen on the validation photos (synthetic patterns, not cars: the floor)
+    assert bundle.meta["gate_threshold"] == MIN_THRESHOLD
     _, val = stratified_split(scan_dataset(config.data), config.val_fraction, config.seed)
     images = np.stack([load_rgb_array(item.path, 64) for item in val]).astype("float32")
     predicted = bundle.model.predict_on_batch(images).argmax(axis=1)
