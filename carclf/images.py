@@ -7,10 +7,11 @@ animated GIFs, truncated, empty or absurdly large. Everything that reaches a mod
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -104,21 +105,13 @@ def probe_image(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> tuple[i
     non-image and oversized files without decoding pixels (truncation is caught later, at decode time).
     """
     path = Path(path)
-    try:
+    with _opening_errors(path.name):
         if path.stat().st_size == 0:
             raise ImageError(f"{path.name}: the file is empty (0 bytes).")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
-    except ImageError:
-        raise
-    except UnidentifiedImageError as error:
-        raise ImageError(f"{path.name}: not an image file, or a format Pillow cannot read.") from error
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{path.name}: image is too large to decode safely ({error}).") from error
-    except OSError as error:
-        raise ImageError(f"{path.name}: cannot be read ({error}).") from error
     if width * height > max_pixels:
         raise ImageError(
             f"{path.name}: image is too large ({width}x{height}; the limit is {max_pixels / 1e6:.0f} MP)."
@@ -126,10 +119,25 @@ def probe_image(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> tuple[i
     return width, height
 
 
+@contextlib.contextmanager
+def _opening_errors(name: str) -> Iterator[None]:
+    """Turn Pillow's ways of failing to open a file into one ``ImageError`` that names the file."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except UnidentifiedImageError as error:
+        raise ImageError(f"{name}: not an image file, or a format Pillow cannot read.") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"{name}: image is too large to decode safely ({error}).") from error
+    except OSError as error:
+        raise ImageError(f"{name}: cannot be read ({error}).") from error
+
+
 def _open(source: ImageSource) -> Image.Image:
     """Open lazily (header only) from a path, bytes or file object, turning every failure into ImageError."""
     name = describe_source(source)
-    try:
+    with _opening_errors(name):
         if isinstance(source, (str, Path)):
             path = Path(source)
             if not path.is_file():
@@ -153,14 +161,6 @@ def _open(source: ImageSource) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(stream)
-    except ImageError:
-        raise
-    except UnidentifiedImageError as error:
-        raise ImageError(f"{name}: not an image file, or a format Pillow cannot read.") from error
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{name}: image is too large to decode safely ({error}).") from error
-    except OSError as error:
-        raise ImageError(f"{name}: cannot be read ({error}).") from error
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
