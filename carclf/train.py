@@ -179,7 +179,9 @@ def run_stage(model, number: int, config, setup, datasets, paths, flag, progress
     # BackupAndRestore resumes by setting model._initial_epoch, which Keras keeps after fit returns: left
     # over from a resumed earlier stage it would make this stage start at that epoch (or skip it).
     model._initial_epoch = None
-    history = model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, callbacks=callbacks, verbose=verbose)
+    # shuffle=False: the tf.data pipeline already shuffles (seeded); Keras would only warn that it ignores it.
+    history = model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, callbacks=callbacks,
+                        verbose=verbose, shuffle=False)
     checkpoint = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint))
     if np.isfinite(checkpoint.best):
         progress.best_monitor = float(checkpoint.best)
