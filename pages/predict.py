@@ -130,6 +130,13 @@ def single_ui(predictor, photo: Photo, options: Options) -> None:
             cols[1].image(overlay, caption=f"Grad-CAM for {result.label}", width="stretch")
 
 
+def _verdict(result) -> str:
+    """The table's answer: the label only for a car; a non-car is said to be one, never given a model."""
+    if not result.ok:
+        return "unreadable"
+    return result.label if result.is_car else "not a car"
+
+
 def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
     bar = st.progress(0.0, text=f"Predicting {len(photos)} photos…")
     results = []
@@ -146,7 +153,7 @@ def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
     table = pd.DataFrame(
         {
             "file": [p.name for p in photos],
-            "prediction": [r.label if r.ok else "unreadable" for r in results],
+            "prediction": [_verdict(r) for r in results],
             "probability": [r.probability if r.ok else None for r in results],
             "is car": [r.is_car if r.ok else None for r in results],
             "car score": [r.car_score if r.ok else None for r in results],
