@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     status = train(config, paths.root)
     if status.get("state") != runs.FINISHED:
         return EXIT_STOPPED
-    print(f"finished: bundle {status.get('bundle')}, validation accuracy {status.get('final_val_accuracy'):.3f}")
+    metrics = status.get("val_metrics") or {}
+    tta = f" ({metrics['tta']}-view TTA)" if "val_accuracy_tta" in metrics else ""
+    print(f"finished: bundle {status.get('bundle')}, validation accuracy{tta} {status.get('final_val_accuracy'):.3f}")
     return 0
 
 
