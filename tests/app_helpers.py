@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+
+from inference_helpers import copy_photos  # noqa: F401  (re-exported for the app tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "app.py"
@@ -44,15 +45,6 @@ def open_page(script: str, model: str | None = None) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
-
-
-def copy_photos(shared_data: Path, layout: dict[str, list[str]], dest: Path) -> Path:
-    """Copy real photos into dest/<class>/ (``layout``: class -> paths relative to shared_data)."""
-    for name, files in layout.items():
-        (dest / name).mkdir(parents=True, exist_ok=True)
-        for rel in files:
-            shutil.copy(shared_data / rel, dest / name / Path(rel).name)
-    return dest
 
 
 def texts(elements) -> list[str]:

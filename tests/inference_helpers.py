@@ -83,6 +83,14 @@ def copy_photo(shared_data: Path, relative: str, folder: Path) -> Path:
     return target
 
 
+def copy_photos(shared_data: Path, layout: dict, dest: Path) -> Path:
+    """Copy real photos into dest/<class>/ (``layout``: class -> paths relative to shared_data)."""
+    for name, files in layout.items():
+        for relative in files:
+            copy_photo(shared_data, relative, dest / name)
+    return dest
+
+
 def truncated_copy(shared_data: Path, relative: str, target: Path) -> Path:
     """A real JPEG cut in half: the header is fine, decoding fails."""
     data = (shared_data / relative).read_bytes()

@@ -13,7 +13,7 @@ import pytest
 
 from carclf.cli import main
 from carclf.export import PARITY_FILE
-from inference_helpers import COLOURS, PHOTOS, copy_photo, expected_colour, save_colour_bundle
+from inference_helpers import COLOURS, PHOTOS, copy_photo, copy_photos, expected_colour, save_colour_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Seconds the real `python -m carclf` may take: importing TensorFlow and building the gate on 2 shared cores.
@@ -27,10 +27,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, shared_data):
-    root = tmp_path_factory.mktemp("val")
-    for colour in COLOURS:
-        for relative in PHOTOS[colour][:2]:
-            copy_photo(shared_data, relative, root / colour)
+    root = copy_photos(shared_data, {colour: PHOTOS[colour][:2] for colour in COLOURS}, tmp_path_factory.mktemp("val"))
     copy_photo(shared_data, PHOTOS["green"][2], root / "red")  # one deliberate mistake
     return root
 

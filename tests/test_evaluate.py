@@ -26,6 +26,7 @@ from inference_helpers import (
     PHOTOS,
     colour_predictor,
     copy_photo,
+    copy_photos,
     expected_colour,
     save_colour_bundle,
     truncated_copy,
@@ -46,11 +47,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, shared_data):
-    root = tmp_path_factory.mktemp("val")
-    for label, photos in LABELLED.items():
-        for relative in photos:
-            copy_photo(shared_data, relative, root / label)
-    return root
+    return copy_photos(shared_data, LABELLED, tmp_path_factory.mktemp("val"))
 
 
 @pytest.fixture(scope="module")

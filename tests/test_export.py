@@ -12,7 +12,7 @@ import tensorflow as tf
 from carclf.errors import ConfigError, DataError
 from carclf.export import LABELS_FILE, PARITY_FILE, QUANTIZATIONS, export_model, parity_photo_paths
 from carclf.images import load_rgb_array
-from inference_helpers import COLOURS, PHOTOS, SIZE, copy_photo, expected_colour, save_colour_bundle, truncated_copy
+from inference_helpers import COLOURS, PHOTOS, SIZE, copy_photos, expected_colour, save_colour_bundle, truncated_copy
 
 # Measured on the colour model (see the report): float32 ~1e-7, float16 ~1e-4, int8 ~1e-2.
 BOUNDS = {"none": 1e-5, "float16": 5e-3, "int8": 0.1}
@@ -25,10 +25,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def parity_dir(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("parity")
-    for colour in COLOURS:
-        for relative in PHOTOS[colour]:
-            copy_photo(shared_data, relative, folder / colour)
+    folder = copy_photos(shared_data, {colour: PHOTOS[colour] for colour in COLOURS}, tmp_path_factory.mktemp("parity"))
     truncated_copy(shared_data, PHOTOS["red"][1], folder / "broken.jpg")  # skipped, not fatal
     return folder
 
