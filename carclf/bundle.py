@@ -40,6 +40,8 @@ META_KEYS = (
 )
 # Permissions of a finished bundle folder (mkdtemp creates 0700).
 BUNDLE_DIR_MODE = 0o755
+# Keras dtype policies named like this compute in float16/bfloat16: bundles are saved computing in float32.
+MIXED_PREFIX = "mixed_"
 # Bundle names become folder names: letters, digits, dot, dash, underscore; must start alphanumeric.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -99,11 +101,10 @@ def save_bundle(
 ) -> Path:
     """Write ``model`` and its labels as a bundle at ``out_dir`` and return the final path.
 
-    The optimizer state is dropped (a fresh functional model sharing the trained layers is saved), so the
-    file holds only what inference needs. ``meta`` may hold any of ``META_KEYS``; unknown keys are kept.
+    The optimizer state is dropped (``inference_model``: a fresh functional model, float32 even when trained
+    under mixed precision), so the file holds only what inference needs. ``meta`` may hold any of
+    ``META_KEYS``; unknown keys are kept.
     """
-    import keras  # heavy: only when saving
-
     out_dir = Path(out_dir)
     check_bundle_name(out_dir.name)
     class_names = [str(name) for name in class_names]
@@ -124,10 +125,7 @@ def save_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     temp_dir = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{out_dir.name}-", dir=out_dir.parent))
     try:
-        # model.input/output, not the .inputs/.outputs lists: a list-wrapped model returns a one-item list when
-        # called inside another model (the predictor's combined model), not a tensor.
-        inference_model = keras.Model(model.input, model.output, name=model.name)  # uncompiled: no optimizer
-        inference_model.save(temp_dir / MODEL_FILE)
+        inference_model(model).save(temp_dir / MODEL_FILE)
         _write_json(temp_dir / LABELS_FILE, class_names)
         _write_json(temp_dir / META_FILE, full_meta)
         os.chmod(temp_dir, BUNDLE_DIR_MODE)  # mkdtemp makes it private; a bundle is meant to be shared
@@ -138,6 +136,43 @@ def save_bundle(
         if temp_dir.exists():
             shutil.rmtree(temp_dir, ignore_errors=True)
     return out_dir
+
+
+def inference_model(model):
+    """``model`` as an uncompiled functional model (no optimizer state) that computes in float32.
+
+    A model trained under mixed precision keeps float32 variables but computes in float16, and its layers
+    remember that policy when saved. A bundle serves on CPUs, where float16 is slow (no native kernels)
+    and imprecise, so such a model is rebuilt from its config with every mixed policy replaced by float32
+    and gets the trained weights copied in; any other model is returned sharing its layers.
+    """
+    import keras
+
+    # model.input/output, not the .inputs/.outputs lists: a list-wrapped model returns a one-item list when
+    # called inside another model (the predictor's combined model), not a tensor.
+    plain = keras.Model(model.input, model.output, name=model.name)
+    config = plain.get_config()
+    float32_config = _float32_policies(config)
+    if float32_config == config:
+        return plain
+    import carclf.backbones  # noqa: F401  registers carclf's custom layers, which from_config may meet
+
+    rebuilt = keras.Model.from_config(float32_config)
+    rebuilt.set_weights(plain.get_weights())
+    return rebuilt
+
+
+def _float32_policies(config):
+    """A copy of a serialised Keras config with every ``mixed_*`` dtype policy replaced by float32."""
+    if isinstance(config, list):
+        return [_float32_policies(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    inner = config.get("config")
+    if (str(config.get("class_name", "")).endswith("DTypePolicy") and isinstance(inner, dict)
+            and str(inner.get("name", "")).startswith(MIXED_PREFIX)):
+        return {**config, "config": {**inner, "name": "float32"}}
+    return {key: _float32_policies(value) for key, value in config.items()}
 
 
 def read_bundle_meta(bundle_dir) -> dict:

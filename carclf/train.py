@@ -312,6 +312,22 @@ def train(config: TrainConfig, run_dir, verbose: Optional[int] = None) -> dict:
 
 def _train(config: TrainConfig, paths: RunPaths, flag: SignalFlag, verbose: int):
     setup = configure_devices(config)
+    try:
+        model, data, datasets, img_size = fit_stages(setup, config, paths, flag, verbose)
+    finally:
+        # The dtype policy is process-global: put it back before the export builds the gate classifier in
+        # this process, and for whatever runs in it next.
+        setup.restore()
+    metrics = final_metrics(model, config, data, datasets[1], img_size)
+    print("final: " + ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()), flush=True)
+    bundle = export(model, config, data, paths, metrics, img_size)
+    print(f"bundle: {bundle}", flush=True)
+    return bundle, metrics
+
+
+def fit_stages(setup: DeviceSetup, config: TrainConfig, paths: RunPaths, flag: SignalFlag, verbose: int):
+    """Build the model under ``setup``'s strategy and run the stages not yet done; return
+    ``(model, data, (train, val) datasets, img_size)`` with the best checkpoint's weights loaded."""
     print(f"devices: {setup.describe()}", flush=True)
     keras.utils.set_random_seed(config.seed)
     data = prepare_data(config)
@@ -320,7 +336,10 @@ def _train(config: TrainConfig, paths: RunPaths, flag: SignalFlag, verbose: int)
           f"{img_size} px", flush=True)
     aug_config = load_aug_config(config.augmentation)
     augmenter = Augmenter(aug_config, img_size) if aug_config.transforms else None
-    datasets = make_datasets(config, data, img_size, config.batch_size * setup.replicas, augmenter)
+    # batch_size is the global batch (see carclf.devices): the strategy splits each batch between the replicas.
+    print(f"batch: {config.batch_size} photos per step, {setup.per_replica_batch(config.batch_size)} per replica",
+          flush=True)
+    datasets = make_datasets(config, data, img_size, config.batch_size, augmenter)
     with setup.strategy.scope():
         model = build_classifier(config, data.num_classes)
     progress = read_progress(paths)
@@ -334,11 +353,7 @@ def _train(config: TrainConfig, paths: RunPaths, flag: SignalFlag, verbose: int)
         finish_stage(model, paths, progress, number, epochs_run)
     if paths.best_model.is_file():
         _weights_only(model).load_weights(paths.best_model)  # the best epoch by val_loss over all stages
-    metrics = final_metrics(model, config, data, datasets[1], img_size)
-    print("final: " + ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()), flush=True)
-    bundle = export(model, config, data, paths, metrics, img_size)
-    print(f"bundle: {bundle}", flush=True)
-    return bundle, metrics
+    return model, data, datasets, img_size
 
 
 def _verbosity(verbose: Optional[int]) -> int:
