@@ -53,13 +53,13 @@ TARGET_ERROR_RATIO = 2 / 3
 TARGET_TRAIN_SECONDS = 600
 
 
-def merged_tree(root: Path) -> Path:
-    """One folder per brand holding symlinks to every photo of that brand in SOURCES."""
+def merged_tree(root: Path, data_root: Path = SHARED_DATA) -> Path:
+    """One folder per brand holding symlinks to every photo of that brand in SOURCES (under ``data_root``)."""
     from carclf.data import list_images
 
     tree = root / "all"
     for source in SOURCES:
-        for class_dir in sorted(p for p in (SHARED_DATA / source).iterdir() if p.is_dir()):
+        for class_dir in sorted(p for p in (data_root / source).iterdir() if p.is_dir()):
             target = tree / class_dir.name
             target.mkdir(parents=True, exist_ok=True)
             for photo in list_images(class_dir):
@@ -85,7 +85,7 @@ def load_arrays(items, img_size: int):
     return images, np.array([item.label for item in items])
 
 
-def run_recipe(train_items, val_items, test_items, num_classes: int, seed: int) -> dict:
+def run_recipe(train_items, val_items, test_items, num_classes: int, seed: int, epochs: int = RECIPE_EPOCHS) -> dict:
     """The keras.io recipe on the same backbone and photos; returns test accuracy and time."""
     import keras
 
@@ -108,12 +108,12 @@ def run_recipe(train_items, val_items, test_items, num_classes: int, seed: int) 
     model.compile(optimizer=keras.optimizers.Adam(RECIPE_LR), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     started = time.monotonic()
-    model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=RECIPE_EPOCHS, shuffle=True, verbose=0,
+    model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, shuffle=True, verbose=0,
               validation_data=(x_val, y_val))
     seconds = time.monotonic() - started
     _, accuracy = model.evaluate(x_test, y_test, batch_size=BATCH_SIZE, verbose=0)
     return {"test_accuracy": round(float(accuracy), 4), "train_seconds": round(seconds, 1),
-            "img_size": img_size, "epochs": RECIPE_EPOCHS}
+            "img_size": img_size, "epochs": epochs}
 
 
 def run_carclf(train_dir: Path, val_dir: Path, test_items, work: Path, preset: str, seed: int) -> dict:
