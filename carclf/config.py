@@ -85,7 +85,7 @@ class TrainConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     # --- optimisation ---
     stages: list[StageConfig] = field(default_factory=_default_stages)  # stage 1 head, then fine-tuning
-    batch_size: int = 16  # images per step (per replica count is handled by the strategy)
+    batch_size: int = 16  # images per optimizer step: the GLOBAL batch, split across GPUs when there are several
     optimizer: str = "adam"  # a name from carclf.optimizers.OPTIMIZERS
     weight_decay: float = 0.0  # used by adamw / sgd
     label_smoothing: float = 0.1  # softens one-hot targets: less over-confidence on small data
