@@ -86,6 +86,7 @@ class TrainConfig:
     # --- optimisation ---
     stages: list[StageConfig] = field(default_factory=_default_stages)  # stage 1 head, then fine-tuning
     batch_size: int = 16  # images per optimizer step: the GLOBAL batch, split across GPUs when there are several
+    micro_batch_size: int = 0  # most photos computed at once (0 = no limit): a larger batch runs in equal slices whose gradients are averaged: the same updates, less memory
     optimizer: str = "adam"  # a name from carclf.optimizers.OPTIMIZERS
     weight_decay: float = 0.0  # used by adamw / sgd
     label_smoothing: float = 0.1  # softens one-hot targets: less over-confidence on small data
@@ -102,6 +103,14 @@ class TrainConfig:
     # --- evaluation and output ---
     tta: int = 0  # test-time-augmentation views for the final validation score (0 = none)
     models_dir: str = "models"  # where the exported bundle goes
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Equal slices per optimizer step: the fewest that keep each within ``micro_batch_size`` (1 = whole batch)."""
+        if not self.micro_batch_size or self.batch_size <= self.micro_batch_size:
+            return 1
+        return next(steps for steps in range(2, self.batch_size + 1)
+                    if self.batch_size % steps == 0 and self.batch_size // steps <= self.micro_batch_size)
 
     @property
     def epochs_total(self) -> int:
@@ -183,6 +192,7 @@ def validate(config: TrainConfig) -> None:
     """Check value ranges a type cannot express; raise ``ConfigError`` naming the key and what to do."""
     checks = [
         (config.batch_size >= 1, "batch_size", "must be at least 1"),
+        (config.micro_batch_size >= 0, "micro_batch_size", "must be 0 (no limit) or at least 1"),
         (0.0 < config.val_fraction < 1.0, "val_fraction", "must be between 0 and 1 (e.g. 0.2)"),
         (config.img_size == 0 or config.img_size >= MIN_IMG_SIZE, "img_size", f"must be 0 (native) or >= {MIN_IMG_SIZE}"),
         (bool(config.stages), "stages", "needs at least one stage"),

@@ -105,9 +105,10 @@ def configure_devices(config) -> DeviceSetup:
     if xla and len(devices) > 1:
         raise ConfigError(f"config xla: true cannot train on {len(devices)} GPUs ({MULTI_DEVICE_XLA}); "
                           "set xla: auto (off with several GPUs) or false, or use one GPU (CUDA_VISIBLE_DEVICES=0).")
-    if len(devices) > 1 and config.batch_size < len(devices):
-        raise ConfigError(f"config batch_size {config.batch_size} is split across {len(devices)} GPUs: "
-                          f"use at least {len(devices)} (batch_size is the global batch).")
+    slice_size = config.batch_size // config.accumulation_steps
+    if len(devices) > 1 and slice_size < len(devices):
+        raise ConfigError(f"config batch_size {config.batch_size} (computed {slice_size} at a time) is split across "
+                          f"{len(devices)} GPUs: use at least {len(devices)} (batch_size is the global batch).")
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(MIXED_POLICY if mixed else FLOAT_POLICY)
     strategy = choose_strategy(devices)

@@ -18,27 +18,27 @@ class OptimizerSpec:
 
     name: str
     description: str
-    build: Callable  # (learning_rate: float, weight_decay: float) -> keras.optimizers.Optimizer
+    build: Callable  # (learning_rate, weight_decay, **keras_options) -> keras.optimizers.Optimizer
 
 
-def _adam(learning_rate: float, weight_decay: float):
+def _adam(learning_rate: float, weight_decay: float, **options):
     import keras
 
-    return keras.optimizers.Adam(learning_rate=learning_rate)
+    return keras.optimizers.Adam(learning_rate=learning_rate, **options)
 
 
-def _adamw(learning_rate: float, weight_decay: float):
+def _adamw(learning_rate: float, weight_decay: float, **options):
     import keras
 
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay, **options)
 
 
-def _sgd(learning_rate: float, weight_decay: float):
+def _sgd(learning_rate: float, weight_decay: float, **options):
     import keras
 
     # Nesterov momentum 0.9: the usual fine-tuning choice when SGD is asked for.
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9, nesterov=True,
-                                weight_decay=weight_decay or None)
+                                weight_decay=weight_decay or None, **options)
 
 
 OPTIMIZERS = {
@@ -51,8 +51,13 @@ OPTIMIZERS = {
 }
 
 
-def build_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0):
-    """A new Keras optimizer of kind ``name``; unknown names raise ``ConfigError`` listing the valid ones."""
+def build_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, accumulation_steps: int = 1):
+    """A new Keras optimizer of kind ``name``; unknown names raise ``ConfigError`` listing the valid ones.
+
+    ``accumulation_steps`` > 1 makes it apply the average gradient of that many batches at once (Keras'
+    ``gradient_accumulation_steps``): micro-batches of 8 with 2 steps update exactly like batches of 16.
+    """
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}.")
-    return OPTIMIZERS[name].build(learning_rate, weight_decay)
+    options = {"gradient_accumulation_steps": int(accumulation_steps)} if accumulation_steps > 1 else {}
+    return OPTIMIZERS[name].build(learning_rate, weight_decay, **options)

@@ -143,3 +143,15 @@ def test_with_total_epochs_keeps_every_stage_and_the_total(total):
 def test_with_total_epochs_rejects_fewer_epochs_than_stages():
     with pytest.raises(ConfigError, match="epochs"):
         with_total_epochs(load_config(preset="full"), 2)
+
+
+@pytest.mark.parametrize("batch, micro, steps", [(16, 8, 2), (12, 8, 2), (32, 8, 4), (4, 8, 1), (16, 0, 1), (13, 8, 13)])
+def test_micro_batch_size_splits_each_batch_into_the_fewest_equal_slices(batch, micro, steps):
+    config = load_config(overrides={"batch_size": batch, "micro_batch_size": micro})
+    assert config.accumulation_steps == steps
+    assert batch % steps == 0 and (micro == 0 or batch // steps <= micro)
+
+
+def test_negative_micro_batch_size_is_refused():
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        load_config(overrides={"micro_batch_size": -1})

@@ -120,3 +120,37 @@ def test_explicit_validation_folder_with_an_unknown_class_is_refused(tmp_path):
     (val / "checker").rename(val / "diagonal")
     with pytest.raises(DataError, match="diagonal"):
         prepare_data(tiny_config(data, tmp_path / "models", val_data=str(val)))
+
+
+def _final_weights(tmp_path, capsys, name: str, **overrides) -> tuple[list, str]:
+    """Train a tiny whole-backbone run on 24 pattern photos; return its exported weights and its log."""
+    data = make_pattern_dataset(tmp_path / "train", per_class=8)  # 24 photos: 3 whole batches of 8
+    val = make_pattern_dataset(tmp_path / "val", per_class=2, seed=1)
+    config = tiny_config(data, tmp_path / "models", name=name, val_data=str(val), augmentation="none",
+                         weights="imagenet",  # random-init Lite features are ~1e-14: nothing would move
+                         head={"dropout": 0.0}, reduce_lr_factor=1.0,
+                         # SGD: an update linear in the gradient. Adam's m/sqrt(v) turns the float rounding
+                         # of near-zero gradients (summed in another order per slice) into full-size steps.
+                         optimizer="sgd",
+                         stages=[{"epochs": 2, "learning_rate": 1e-2, "unfreeze": 0},
+                                 {"epochs": 2, "learning_rate": 1e-2, "unfreeze": 1.0}], **overrides)
+    paths = runs.create_run(config, tmp_path / "runs")
+    status = train(config, paths.root, verbose=0)
+    assert status["state"] == runs.FINISHED, status.get("error")
+    return load_bundle(status["bundle"]).model.get_weights(), capsys.readouterr().out
+
+
+def test_micro_batches_train_exactly_like_whole_batches(tmp_path, capsys):
+    """micro_batch_size only saves memory: slices of 4 whose gradients are averaged update like batches of 8."""
+    whole, _ = _final_weights(tmp_path / "whole", capsys, "whole", batch_size=8, micro_batch_size=0)
+    sliced, log = _final_weights(tmp_path / "sliced", capsys, "sliced", batch_size=8, micro_batch_size=4)
+    smaller, _ = _final_weights(tmp_path / "small", capsys, "small", batch_size=4, micro_batch_size=0)
+    assert "8 photos per step in 2 slices of 4" in log
+
+    def largest_difference(first, second):
+        return max(float(np.abs(a - b).max()) for a, b in zip(first, second))
+
+    # equal up to float rounding (the slices sum their gradients in another order)
+    assert largest_difference(whole, sliced) < 1e-4
+    # and the comparison can tell runs apart: true batches of 4 take twice the steps and end far elsewhere
+    assert largest_difference(whole, smaller) > 100 * largest_difference(whole, sliced)
