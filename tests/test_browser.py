@@ -153,6 +153,7 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
         # Two different off-diagonal cells (rows = true, columns = predicted), so at least one click must
         # change what is shown, whichever cell the page opened on.
         for fx, fy, heading in ((0.25, 0.75, "True bmw → predicted audi"), (0.75, 0.25, "True audi → predicted bmw")):
+            wait_idle(page)  # a click while the previous one's rerun redraws the chart is lost
             x, y = plot["x"] + plot["width"] * fx, plot["y"] + plot["height"] * fy
             page.mouse.move(x - 5, y - 5)
             page.mouse.move(x, y, steps=5)  # plotly needs the hover before the click

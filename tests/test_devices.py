@@ -251,6 +251,7 @@ report = {
     "status": status, "steps": steps, "policy_after": keras.mixed_precision.global_policy().name,
     "strategy": type(carclf.devices.choose_strategy(logical)).__name__,
     "xla_error": config_error(xla=True), "batch_error": config_error(batch_size=1),
+    "micro_batch_error": config_error(batch_size=4, micro_batch_size=1),
     "stages": [{
         "strategy": type(s["model"].distribute_strategy).__name__,
         "replicas": s["model"].distribute_strategy.num_replicas_in_sync,
@@ -325,4 +326,5 @@ def test_settings_two_replicas_cannot_honour_are_config_errors(mirrored_run):
     _, _, report, _ = mirrored_run
     assert "xla: true cannot train on 2 GPUs" in (report["xla_error"] or "")
     assert "batch_size 1 is split across 2 GPUs" in (report["batch_error"] or "")
+    assert "batch_size 4 in slices of 1 (micro_batch_size 1) is split across 2 GPUs" in (report["micro_batch_error"] or "")
 
