@@ -86,7 +86,7 @@ class TrainConfig:
     # --- optimisation ---
     stages: list[StageConfig] = field(default_factory=_default_stages)  # stage 1 head, then fine-tuning
     batch_size: int = 16  # images per optimizer step: the GLOBAL batch, split across GPUs when there are several
-    micro_batch_size: int = 0  # most photos computed at once (0 = no limit): a larger batch runs in equal slices whose gradients are averaged: the same updates, less memory
+    micro_batch_size: int = 0  # most photos computed at once (0 = no limit): a larger batch runs in equal slices whose gradients are averaged: less memory, not quite the same training (see the README)
     optimizer: str = "adam"  # a name from carclf.optimizers.OPTIMIZERS
     weight_decay: float = 0.0  # used by adamw / sgd
     label_smoothing: float = 0.1  # softens one-hot targets: less over-confidence on small data
