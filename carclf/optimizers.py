@@ -55,8 +55,8 @@ def build_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, 
     """A new Keras optimizer of kind ``name``; unknown names raise ``ConfigError`` listing the valid ones.
 
     ``accumulation_steps`` > 1 makes it apply the average gradient of that many batches at once (Keras'
-    ``gradient_accumulation_steps``): micro-batches of 8 with 2 steps update like batches of 16 (exactly so without dropout and ragged
-    last slices).
+    ``gradient_accumulation_steps``): micro-batches of 8 with 2 steps update like batches of 16, exactly
+    so without dropout and ragged last slices.
     """
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}.")
