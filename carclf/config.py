@@ -113,6 +113,11 @@ class TrainConfig:
                     if self.batch_size % steps == 0 and self.batch_size // steps <= self.micro_batch_size)
 
     @property
+    def slice_size(self) -> int:
+        """Photos computed at once: the batch divided into its ``accumulation_steps`` equal slices."""
+        return self.batch_size // self.accumulation_steps
+
+    @property
     def epochs_total(self) -> int:
         """Planned epochs over all stages (early stopping may finish sooner)."""
         return sum(stage.epochs for stage in self.stages)

@@ -105,11 +105,10 @@ def configure_devices(config) -> DeviceSetup:
     if xla and len(devices) > 1:
         raise ConfigError(f"config xla: true cannot train on {len(devices)} GPUs ({MULTI_DEVICE_XLA}); "
                           "set xla: auto (off with several GPUs) or false, or use one GPU (CUDA_VISIBLE_DEVICES=0).")
-    slice_size = config.batch_size // config.accumulation_steps
-    if len(devices) > 1 and slice_size < len(devices):
+    if len(devices) > 1 and config.slice_size < len(devices):
         what = f"batch_size {config.batch_size}"
         if config.accumulation_steps > 1:
-            what += f" in slices of {slice_size} (micro_batch_size {config.micro_batch_size})"
+            what += f" in slices of {config.slice_size} (micro_batch_size {config.micro_batch_size})"
         raise ConfigError(f"config {what} is split across {len(devices)} GPUs: each slice needs at least "
                           f"{len(devices)} photos, one per GPU (batch_size is the global batch).")
     previous = keras.mixed_precision.global_policy().name

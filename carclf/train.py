@@ -341,11 +341,10 @@ def fit_stages(setup: DeviceSetup, config: TrainConfig, paths: RunPaths, flag: S
     augmenter = Augmenter(aug_config, img_size) if aug_config.transforms else None
     # batch_size is the global batch (see carclf.devices): the strategy splits each batch between the replicas.
     # micro_batch_size: the pipeline yields slices of the batch; the optimizer averages their gradients.
-    slice_size = config.batch_size // config.accumulation_steps
-    slices = f" in {config.accumulation_steps} slices of {slice_size}" if config.accumulation_steps > 1 else ""
-    print(f"batch: {config.batch_size} photos per step{slices}, {setup.per_replica_batch(slice_size)} per replica",
-          flush=True)
-    datasets = make_datasets(config, data, img_size, slice_size, augmenter)
+    slices = f" in {config.accumulation_steps} slices of {config.slice_size}" if config.accumulation_steps > 1 else ""
+    print(f"batch: {config.batch_size} photos per step{slices}, {setup.per_replica_batch(config.slice_size)} "
+          "per replica", flush=True)
+    datasets = make_datasets(config, data, img_size, config.slice_size, augmenter)
     with setup.strategy.scope():
         model = build_classifier(config, data.num_classes)
     progress = read_progress(paths)
