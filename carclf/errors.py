@@ -31,3 +31,15 @@ class BundleError(CarclfError):
 
 class RunError(CarclfError):
     """A training run that does not exist or cannot be started, stopped or resumed."""
+
+
+class BusyError(CarclfError):
+    """The server's line for model work did not reach this request in time (too many visitors at once)."""
+
+
+class ArchiveError(CarclfError):
+    """A zip file that is unsafe, damaged or holds nothing usable (it is refused and nothing is kept)."""
+
+
+class QuotaError(CarclfError):
+    """The workspace folder would grow past its disk quota."""
