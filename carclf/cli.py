@@ -25,6 +25,7 @@ COMMANDS = {
     "predict": "predict",
     "submit": "submit",
     "export": "export",
+    "bundle": "bundle",
 }
 
 
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the command, and turn user errors into a one-line message."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped, never crashes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command not in COMMANDS_WITHOUT_TENSORFLOW:

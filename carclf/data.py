@@ -79,6 +79,7 @@ class DatasetInfo:
     unreadable: tuple[tuple[Path, str], ...] = ()  # (path, reason) skipped by the header check
     missing: tuple[str, ...] = ()  # kaggle: CSV ids whose file does not exist
     unlisted: tuple[Path, ...] = ()  # kaggle: image files under train/ with no CSV row
+    rejected: tuple[tuple[str, str], ...] = ()  # kaggle: (row "Id,Category", reason) pointing outside train/
 
     @property
     def num_classes(self) -> int:
@@ -110,6 +111,7 @@ class DatasetInfo:
             "unreadable": len(self.unreadable),
             "missing": len(self.missing),
             "unlisted": len(self.unlisted),
+            "rejected": len(self.rejected),
         }
 
 
@@ -129,6 +131,23 @@ class _Found:
     files: dict[str, list[Path]]  # class name -> candidate image files
     missing: list[str] = field(default_factory=list)
     unlisted: list[Path] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+# Folder names that say "the photos" rather than what they are: a dataset is named after their parent.
+GENERIC_FOLDER_NAMES = frozenset({"train", "training", "images", "imgs", "data", "dataset", "photos", "pictures"})
+
+
+def dataset_name(root: Union[str, Path]) -> str:
+    """A human name for a dataset folder, for default run names: ``.../cars/train`` -> ``cars``.
+
+    A Kaggle-layout folder is named after itself (its ``train/`` is inside it); a folder with a generic
+    name (``train``, ``images``, ``data``...) after its parent; any other folder after itself.
+    """
+    path = Path(root).expanduser().resolve()
+    if path.name.lower() in GENERIC_FOLDER_NAMES and path.parent.name:
+        return path.parent.name
+    return path.name or "dataset"
 
 
 def natural_key(text: Union[str, Path]) -> tuple:
@@ -153,22 +172,26 @@ def _detect_kaggle(root: Path) -> bool:
 
 
 def _find_kaggle(root: Path) -> _Found:
-    """Read train.csv and match each row with train/<Category>/<Id>."""
+    """Read train.csv and match each row with train/<Category>/<Id>.
+
+    A row whose Id or Category would lead outside ``train/`` (``..``, an absolute path, a symlink out)
+    is rejected and reported, and its file is never opened.
+    """
     csv_path = root / KAGGLE_CSV
     image_dir = root / KAGGLE_IMAGE_DIR
     if not image_dir.is_dir():
         raise DataError(f"{root}: found {KAGGLE_CSV} but no {KAGGLE_IMAGE_DIR}/ folder next to it; "
                         f"expected {KAGGLE_IMAGE_DIR}/<Category>/<Id>.jpg.")
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not set(KAGGLE_COLUMNS) <= set(reader.fieldnames):
-            raise DataError(f"{csv_path}: expected the columns {','.join(KAGGLE_COLUMNS)}, "
-                            f"found {','.join(reader.fieldnames or [])}.")
-        rows = [(row["Id"].strip(), row["Category"].strip()) for row in reader]
+    rows = _read_kaggle_csv(csv_path)
     found = _Found(files={})
     listed: set[Path] = set()
+    inside = image_dir.resolve()
     for image_id, category in rows:
         if not image_id or not category:
+            continue
+        reason = _escape_reason(inside, image_id, category)
+        if reason:
+            found.rejected.append((f"{image_id},{category}", reason))
             continue
         path = image_dir / category / image_id
         found.files.setdefault(category, [])
@@ -177,10 +200,46 @@ def _find_kaggle(root: Path) -> _Found:
             listed.add(path)
         else:
             found.missing.append(image_id)
+    if found.rejected and not found.files:
+        raise DataError(f"{csv_path}: every row points outside {KAGGLE_IMAGE_DIR}/ (e.g. "
+                        f"{found.rejected[0][0]!r}: {found.rejected[0][1]}); Id must be a file name and "
+                        f"Category a folder name inside {KAGGLE_IMAGE_DIR}/.")
     found.unlisted = [p for p in _image_files(image_dir, recursive=True) if p not in listed]
     for category in found.files:
         found.files[category].sort(key=natural_key)
     return found
+
+
+def _read_kaggle_csv(csv_path: Path) -> list[tuple[str, str]]:
+    """(Id, Category) rows of train.csv; an unreadable, non-UTF-8 or header-less file is a DataError."""
+    hint = f"expected a UTF-8 CSV with the header {','.join(KAGGLE_COLUMNS)}"
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not set(KAGGLE_COLUMNS) <= set(reader.fieldnames):
+                raise DataError(f"{csv_path}: expected the columns {','.join(KAGGLE_COLUMNS)}, "
+                                f"found {','.join(reader.fieldnames or []) or 'nothing'}.")
+            return [((row["Id"] or "").strip(), (row["Category"] or "").strip()) for row in reader]
+    except UnicodeDecodeError as error:
+        raise DataError(f"{csv_path}: not UTF-8 text (byte {error.start}); {hint}. Re-save it as UTF-8.") from error
+    except (csv.Error, ValueError) as error:
+        raise DataError(f"{csv_path}: not a readable CSV ({error}); {hint}.") from error
+    except OSError as error:
+        raise DataError(f"{csv_path}: cannot read it ({error.strerror or error}).") from error
+
+
+def _escape_reason(image_dir: Path, image_id: str, category: str) -> str:
+    """Why ``train/<category>/<image_id>`` is not a plain file name inside ``image_dir`` ("" when it is)."""
+    for part, what in ((category, "Category"), (image_id, "Id")):
+        if "\x00" in part:
+            return f"{what} contains a NUL byte"
+        pieces = part.replace("\\", "/").split("/")
+        if part.startswith(("/", "\\")) or ".." in pieces or (len(part) > 1 and part[1] == ":"):
+            return f"{what} {part!r} leads outside {KAGGLE_IMAGE_DIR}/"
+    resolved = (image_dir / category / image_id).resolve()
+    if not resolved.is_relative_to(image_dir):
+        return f"{category}/{image_id} resolves outside {KAGGLE_IMAGE_DIR}/ (symlink)"
+    return ""
 
 
 def _detect_folders(root: Path) -> bool:
@@ -215,8 +274,12 @@ def scan_dataset(
     path: Union[str, Path],
     class_names: Union[Mapping[str, str], Sequence[str], None] = None,
     progress: Optional[ProgressCallback] = None,
+    min_classes: int = 2,
 ) -> DatasetInfo:
     """Find the classes and usable photos under ``path``.
+
+    ``min_classes`` is 2 for training (a classifier needs two classes); evaluation passes 1, since a
+    labelled folder may hold any subset of a model's classes.
 
     ``class_names`` gives display names, as ``{class: name}`` or a list in class order; otherwise they
     come from ``DIR/labels.json``, then the layout's defaults (the ten competition names), then the
@@ -232,11 +295,11 @@ def scan_dataset(
         raise DataError(f"{root}: no classes found. Expected {expected}.")
     found = layout.find(root)
     classes = sorted(found.files, key=natural_key)
-    _check_classes(root, classes, found.files)
+    _check_classes(root, classes, found.files, min_classes)
 
     candidates = [(p, index) for index, name in enumerate(classes) for p in found.files[name]]
     items, unreadable = _check_files(candidates, progress)
-    _report(root, unreadable, found.missing, found.unlisted)
+    _report(root, unreadable, found.missing, found.unlisted, found.rejected)
     kept = Counter(label for _, label in items)
     empty = [name for index, name in enumerate(classes) if not kept.get(index)]
     if empty:
@@ -252,17 +315,18 @@ def scan_dataset(
         unreadable=tuple(unreadable),
         missing=tuple(found.missing),
         unlisted=tuple(found.unlisted),
+        rejected=tuple(found.rejected),
     )
 
 
-def _check_classes(root: Path, classes: list[str], files: Mapping[str, list[Path]]) -> None:
+def _check_classes(root: Path, classes: list[str], files: Mapping[str, list[Path]], min_classes: int = 2) -> None:
     if not classes:
         raise DataError(f"{root}: no class folders found; put the photos in {root}/<class name>/.")
     empty = [name for name in classes if not files[name]]
     if empty:
         raise DataError(f"{root}: class(es) {', '.join(empty)} have no images "
                         f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files); add photos or remove the class.")
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(f"{root}: only one class ({classes[0]}) found; a classifier needs at least two "
                         "class folders.")
 
@@ -285,8 +349,12 @@ def _check_files(
     return items, unreadable
 
 
-def _report(root: Path, unreadable: list, missing: list[str], unlisted: list[Path]) -> None:
+def _report(root: Path, unreadable: list, missing: list[str], unlisted: list[Path], rejected: list = ()) -> None:
     """Log each kind of problem once, with a few examples, instead of one line per file."""
+    if rejected:
+        LOG.warning("%s: ignoring %d row(s) of %s that point outside %s/ (never read): %s%s", root, len(rejected),
+                    KAGGLE_CSV, KAGGLE_IMAGE_DIR, "; ".join(f"{row!r}: {why}" for row, why in rejected[:LOG_EXAMPLES]),
+                    _more(list(rejected)))
     if unreadable:
         examples = "; ".join(reason for _, reason in unreadable[:LOG_EXAMPLES])
         LOG.warning("%s: skipping %d unreadable file(s): %s%s", root, len(unreadable), examples,

@@ -12,6 +12,7 @@ know is a ``DataError``, because its photos could never be right.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from carclf.atomic import atomic_write_text
 from carclf.batch import DEFAULT_BATCH_SIZE, Progress, predict_files
 from carclf.errors import DataError
 
@@ -132,13 +134,15 @@ class EvalReport:
         }
 
     def to_json(self, indent: Optional[int] = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        """The JSON text; a file name that is not valid UTF-8 becomes a ``\\udcXX`` escape (reads back as is)."""
+        text = json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
     def save(self, out_dir) -> Path:
         """Write report.json, per_class.csv, confusion.csv, misclassified.csv and predictions.csv."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / REPORT_FILE).write_text(self.to_json(indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(out_dir / REPORT_FILE, self.to_json(indent=2) + "\n")
         _write_csv(
             out_dir / PER_CLASS_FILE,
             ["class", "precision", "recall", "f1", "support"],
@@ -195,7 +199,7 @@ def evaluate(
         from carclf.predict import load_model
 
         model = load_model(model)
-    info = scan_dataset(data_dir)
+    info = scan_dataset(data_dir, min_classes=1)  # a folder may hold any subset of the model's classes
     model_classes = tuple(str(name) for name in model.class_names)
     class_map = map_classes(info.classes, model_classes)
     paths = [path for path, _ in info.items]
@@ -205,6 +209,7 @@ def evaluate(
     ok = predictions.ok
     unreadable = [(str(path), reason) for path, reason in _scan_unreadable(info)]
     unreadable += [(str(image_id), MISSING_REASON) for image_id in getattr(info, "missing", ())]
+    unreadable += [(row, reason) for row, reason in getattr(info, "rejected", ())]
     unreadable += [(str(predictions.paths[i]), reason) for i, reason in sorted(predictions.errors.items())]
     files = tuple(
         _file_result(path, model_classes[t], predictions.probabilities[i], model_classes, top_k)
@@ -340,7 +345,9 @@ def _file_from_row(row: dict) -> FileResult:
 
 
 def _write_csv(path: Path, header: list, rows: list) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+    """Write one CSV atomically; undecodable file names are written with backslash escapes."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,20 +167,10 @@ def _write_rows(handle, header, rows) -> None:
 
 
 def write_csv_atomic(out, header, rows) -> Path:
-    """Write a CSV next to ``out`` under a temporary name, then rename it into place."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", dir=out.parent, prefix=f".{out.name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
-    )
-    try:
-        with handle:
-            _write_rows(handle, header, rows)
-        os.replace(handle.name, out)
-    finally:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
-    return out
+    """Write a CSV next to ``out`` under a temporary name, then rename it into place (carclf.atomic)."""
+    from carclf.atomic import atomic_write_text
+
+    return atomic_write_text(out, submission_text(rows, header))
 
 
 def _problem_message(missing, unreadable) -> str:

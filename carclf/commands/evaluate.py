@@ -39,7 +39,19 @@ def run(args: argparse.Namespace) -> int:
         print(report.to_json())
     else:
         print(summary(report, args.out))
-    return 0
+    return skipped_exit_code(len(report.unreadable), "evaluated")
+
+
+def skipped_exit_code(n_skipped: int, done: str) -> int:
+    """The one rule of evaluate, predict and submit: a run that completed but skipped unreadable photos
+    says so on stderr and exits 1 (user errors exit 2, a clean run 0)."""
+    from carclf.commands.predict import EXIT_UNREADABLE
+
+    if not n_skipped:
+        return 0
+    print(f"warning: {n_skipped} photo(s) could not be read and were not {done} (reasons above / in the "
+          f"output); exit code {EXIT_UNREADABLE}", file=sys.stderr)
+    return EXIT_UNREADABLE
 
 
 def summary(report, out_dir=None) -> str:

@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({**result.to_dict(), "source": str(path)}, ensure_ascii=False))
     else:
         print(format_table(model, paths, results))
-    return EXIT_UNREADABLE if any(not r.ok for r in results) else 0
+    from carclf.commands.evaluate import skipped_exit_code
+
+    return skipped_exit_code(sum(not r.ok for r in results), "predicted")
 
 
 def format_table(model, paths: list[Path], results) -> str:

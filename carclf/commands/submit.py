@@ -52,4 +52,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         counts = ", ".join(f"{name}: {n}" for name, n in result.counts.items())
         print(f"wrote {result.n_rows} rows to {result.path} ({counts})")
-    return 0
+    from carclf.commands.evaluate import skipped_exit_code
+
+    return skipped_exit_code(len(result.unreadable) + len(result.missing), "predicted (their rows were filled)")
