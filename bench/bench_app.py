@@ -39,7 +39,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def predict(page, photo: Path) -> None:
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
     page.get_by_text("Grad-CAM for").first.wait_for(timeout=TIMEOUT_MS)
 
 

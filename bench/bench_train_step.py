@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Stage settings timed: head only, the quick preset's light fine-tune, the whole backbone.
-UNFREEZE_SETTINGS = {"head_only": 0, "fine_tune_20pct": 0.2, "fine_tune_50pct": 0.5, "fine_tune_all": 1.0}
+UNFREEZE_SETTINGS = {"head_only": "none", "fine_tune_20pct": "20%", "fine_tune_50pct": "50%", "fine_tune_all": "all"}
 NUM_CLASSES = 10
 
 

@@ -11,6 +11,7 @@ lists only the values it changes from the defaults below.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ PRESETS = {path.stem: path for path in sorted(PRESET_DIR.glob("*.yaml"))}
 DEFAULT_PRESET = "quick"
 # Activations a dense head block may use (names Keras understands and that serialise safely).
 ACTIVATIONS = ("relu", "gelu", "swish", "elu", "tanh", "linear")
+# How ``StageConfig.unfreeze`` may be written (new notation; old ints/fractions are converted on load).
+UNFREEZE_FORMS = '"none" (head only), "all" (whole backbone), a percentage like "30%" or a layer count like "12 layers"'
 # Smallest input side accepted: below this the backbones' stride-32 feature map vanishes.
 MIN_IMG_SIZE = 32
 
@@ -58,12 +61,13 @@ class StageConfig:
 
     epochs: int = 5  # epochs in this stage
     learning_rate: float = 1e-3  # initial learning rate of the stage's optimizer
-    unfreeze: Union[int, float] = 0  # 0 = head only; int N = last N backbone layers; 0<float<=1 = that fraction
+    unfreeze: str = "none"  # "none" = head only, "all" = whole backbone, "30%" = that share of its layers, "12 layers" = the last 12 (see parse_unfreeze)
     patience: int = 3  # early stopping patience (epochs without val_loss improvement) in this stage
 
 
 def _default_stages() -> list[StageConfig]:
-    return [StageConfig(epochs=8, learning_rate=1e-3, unfreeze=0), StageConfig(epochs=4, learning_rate=1e-4, unfreeze=0.2)]
+    return [StageConfig(epochs=8, learning_rate=1e-3, unfreeze="none"),
+            StageConfig(epochs=4, learning_rate=1e-4, unfreeze="20%")]
 
 
 @dataclass
@@ -219,16 +223,11 @@ def validate(config: TrainConfig) -> None:
             (0.0 <= block.dropout < 1.0, f"head.dense[{index}].dropout", "must be in [0, 1)"),
         ]
     for index, stage in enumerate(config.stages):
-        unfreeze = stage.unfreeze
+        parse_unfreeze(stage.unfreeze, f"stages[{index}].unfreeze")  # raises ConfigError listing the accepted forms
         checks += [
             (stage.epochs >= 1, f"stages[{index}].epochs", "must be at least 1"),
             (stage.learning_rate > 0.0, f"stages[{index}].learning_rate", "must be > 0"),
             (stage.patience >= 1, f"stages[{index}].patience", "must be at least 1"),
-            (
-                (isinstance(unfreeze, int) and unfreeze >= 0) or (isinstance(unfreeze, float) and 0.0 < unfreeze <= 1.0),
-                f"stages[{index}].unfreeze",
-                "must be 0 (head only), a layer count N >= 1, or a fraction in (0, 1]",
-            ),
         ]
     for ok, key, message in checks:
         if not ok:
@@ -258,7 +257,8 @@ def _build(cls, data: Mapping, where: str):
             f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(f'{where}.{k}' for k in unknown)}; "
             f"valid keys: {', '.join(sorted(known))}."
         )
-    values = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in data.items()}
+    values = {key: _coerce(value, hints[key], f"{where}.{key}") if (cls, key) != (StageConfig, "unfreeze")
+              else parse_unfreeze(value, f"{where}.{key}") for key, value in data.items()}
     return cls(**values)
 
 
@@ -316,6 +316,58 @@ def _type_name(hint) -> str:
     if origin is Literal:
         return " or ".join(map(repr, typing.get_args(hint)))
     return getattr(hint, "__name__", str(hint))
+
+
+def parse_unfreeze(value, where: str = "unfreeze") -> str:
+    """The canonical unfreeze string ("none", "all", "30%", "12 layers") for a new- or old-style value.
+
+    Old configs still load: 0 -> "none", an int N -> "N layers", a float in (0, 1) -> that percentage,
+    1.0 -> "all". Anything else raises ``ConfigError`` listing the accepted forms.
+    """
+    problem = f"config {where} must be {UNFREEZE_FORMS}, got {value!r}."
+    if isinstance(value, bool):
+        raise ConfigError(problem)
+    if isinstance(value, int):  # old notation: a layer count
+        if value < 0:
+            raise ConfigError(problem)
+        return "none" if value == 0 else _layers(value)
+    if isinstance(value, float):  # old notation: a fraction, 1.0 = the whole backbone
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(problem)
+        return "all" if value == 1.0 else _percent(value * 100)
+    if not isinstance(value, str):
+        raise ConfigError(problem)
+    text = " ".join(value.strip().lower().split())
+    if text in ("none", "all"):
+        return text
+    match = re.fullmatch(r"(\d+(?:\.\d+)?) ?%", text)
+    if match and 0.0 < float(match.group(1)) <= 100.0:
+        return _percent(float(match.group(1)))
+    match = re.fullmatch(r"(\d+) ?layers?", text)
+    if match:
+        count = int(match.group(1))
+        return "none" if count == 0 else _layers(count)
+    raise ConfigError(problem)
+
+
+def unfreeze_count(unfreeze: str, n_layers: int) -> int:
+    """How many of ``n_layers`` backbone layers a canonical ``unfreeze`` value makes trainable (0..n_layers)."""
+    unfreeze = parse_unfreeze(unfreeze)
+    if unfreeze == "none":
+        return 0
+    if unfreeze == "all":
+        return n_layers
+    if unfreeze.endswith("%"):
+        return min(n_layers, max(1, round(float(unfreeze[:-1]) / 100 * n_layers)))
+    return min(n_layers, int(unfreeze.split()[0]))
+
+
+def _percent(percent: float) -> str:
+    return f"{round(percent, 4):g}%"
+
+
+def _layers(count: int) -> str:
+    return "1 layer" if count == 1 else f"{count} layers"
 
 
 def with_total_epochs(config: TrainConfig, total: int) -> TrainConfig:

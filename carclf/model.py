@@ -10,7 +10,7 @@ the model at the ``"backbone"`` / ``"head"`` boundary. Every layer is a stock Ke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable
 
 import keras
 
@@ -120,23 +120,20 @@ def _is_batchnorm(layer) -> bool:
     return isinstance(layer, keras.layers.BatchNormalization)
 
 
-def set_trainable(model: keras.Model, unfreeze: Union[int, float]) -> int:
-    """Unfreeze the last ``unfreeze`` backbone layers (int) or that fraction of them (float in (0, 1]).
+def set_trainable(model: keras.Model, unfreeze: str) -> int:
+    """Make the backbone layers that ``unfreeze`` names trainable ("none", "all", "30%", "12 layers").
 
-    0 freezes the whole backbone (head-only training). BatchNormalization layers always stay frozen and
-    are not counted. Returns how many backbone layers are now trainable. Recompile the model afterwards.
+    "none" freezes the whole backbone (head-only training); a percentage unfreezes at least one layer;
+    old-style ints and fractions are accepted too (see ``carclf.config.parse_unfreeze``). BatchNormalization
+    layers always stay frozen and are not counted. Returns how many backbone layers are now trainable.
+    Recompile the model afterwards.
     """
-    if isinstance(unfreeze, bool) or not isinstance(unfreeze, (int, float)) or unfreeze < 0:
-        raise ConfigError(f"unfreeze must be 0, a layer count or a fraction in (0, 1], got {unfreeze!r}.")
-    if isinstance(unfreeze, float) and unfreeze > 1.0:
-        raise ConfigError(f"unfreeze fraction must be at most 1.0, got {unfreeze}.")
+    from carclf.config import unfreeze_count
+
     backbone = model.get_layer(BACKBONE_NAME)
     model.get_layer(HEAD_NAME).trainable = True
     layers = backbone_layers(model)
-    if isinstance(unfreeze, float):
-        count = max(1, round(unfreeze * len(layers)))
-    else:
-        count = min(int(unfreeze), len(layers))
+    count = unfreeze_count(unfreeze, len(layers))  # raises ConfigError listing the accepted forms
     if count == 0:
         backbone.trainable = False
         return 0

@@ -10,7 +10,9 @@ backup of its last finished epoch. TensorFlow is never imported here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -40,6 +42,12 @@ RESUMABLE_STATES = frozenset({STOPPED, FAILED, INTERRUPTED})
 HISTORY_COLUMNS = ("epoch", "stage", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "time")
 # Longest slug taken from the user's run name.
 MAX_NAME_CHARS = 40
+# File in a run folder locked (flock) by the one process training it; the kernel drops the lock when it dies.
+LOCK_FILE = "trainer.lock"
+# Seconds a dead (zombie) lock holder is given for the kernel to release its lock.
+LOCK_RELEASE_WAIT_S = 10.0
+# Training processes this process launched, by pid: polled (reaped) so finished ones leave no zombie behind.
+_CHILDREN: dict[int, subprocess.Popen] = {}
 # Run ids are folder names: a slug and a timestamp, nothing that could climb out of runs/.
 _RUN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,80}$")
 
@@ -152,6 +160,10 @@ def _absolute_or_empty(folder: str) -> str:
     return str(Path(folder).expanduser().resolve()) if folder else folder
 
 
+# Environment variables a training child must not inherit.
+SECRET_ENV_VARS = frozenset({"CARCLF_OWNER_PASSWORD"})
+
+
 def start_run(config, runs_dir=RUNS_DIR) -> str:
     """Create a run for ``config`` and train it in a detached background process; return the run id at once."""
     paths = create_run(config, runs_dir)
@@ -159,21 +171,85 @@ def start_run(config, runs_dir=RUNS_DIR) -> str:
     return paths.run_id
 
 
-def launch(paths: RunPaths) -> int:
-    """Start ``python -m carclf train --run-dir`` for an existing run folder, detached; return its pid."""
-    package_parent = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ)
+def trainer_env(package_parent: str, environ=None) -> dict:
+    """The training child's environment: the app's, minus its secrets (Streamlit copies st.secrets into it)."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in SECRET_ENV_VARS}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
     env.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     env["PYTHONUNBUFFERED"] = "1"  # log.txt should follow the run live
+    return env
+
+
+def launch(paths: RunPaths) -> int:
+    """Start ``python -m carclf train --run-dir`` for an existing run folder, detached; return its pid."""
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env = trainer_env(package_parent)
     command = [sys.executable, "-m", "carclf", "train", "--run-dir", str(paths.root.resolve())]
     with open(paths.log, "ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env=env, cwd=package_parent,
         )
+    _CHILDREN[process.pid] = process
     update_status(paths, state=QUEUED, pid=process.pid, error=None, launched_at=_now())
     return process.pid
+
+
+def reap_children() -> None:
+    """Collect the exit status of finished training processes launched from here (no <defunct> zombies)."""
+    for pid, process in list(_CHILDREN.items()):
+        if process.poll() is not None:
+            del _CHILDREN[pid]
+
+
+@contextlib.contextmanager
+def trainer_lock(paths: RunPaths):
+    """Hold the run folder's trainer lock for the block; ``RunError`` when another live process holds it.
+
+    ``flock`` is released by the kernel when its holder exits, so a crashed run's lock never blocks a resume.
+    """
+    handle = open(paths.root / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"run {paths.run_id} is already being trained by pid {_lock_pid(handle)}: "
+                           "wait for it to finish or stop it first.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the file releases the lock
+
+
+def lock_holder(paths: RunPaths, dying_wait_s: float = LOCK_RELEASE_WAIT_S) -> Optional[int]:
+    """Pid of the live process training this run folder (holding its lock), or None.
+
+    A killed trainer shows as a zombie while its other threads still tear down, and only then does the kernel
+    release its lock: a holder that is no longer alive is given ``dying_wait_s`` seconds to let go.
+    """
+    lock = paths.root / LOCK_FILE
+    if not lock.is_file():
+        return None
+    deadline = time.monotonic() + dying_wait_s
+    with open(lock, "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return None
+            except BlockingIOError:
+                holder = _lock_pid(handle) or -1
+            if holder < 0 or _pid_alive(holder) or time.monotonic() >= deadline:
+                return holder
+            time.sleep(0.1)
+
+
+def _lock_pid(handle) -> Optional[int]:
+    handle.seek(0)
+    text = handle.read().strip()
+    return int(text) if text.isdigit() else None
 
 
 def write_status(paths: RunPaths, **fields) -> dict:
@@ -261,6 +337,9 @@ def resume_run(run_id: str, runs_dir=RUNS_DIR) -> int:
         raise RunError(f"run {run_id} is {state}: only stopped, failed or interrupted runs can be resumed.")
     if not paths.config.is_file():
         raise RunError(f"run {run_id} has no config.yaml: it cannot be resumed; start a new run.")
+    holder = lock_holder(paths)
+    if holder:
+        raise RunError(f"run {run_id} is already being trained by pid {holder}: wait for it to finish or stop it first.")
     return launch(paths)
 
 
@@ -286,6 +365,7 @@ def _existing(run_id: str, runs_dir) -> RunPaths:
 
 def _effective_status(paths: RunPaths) -> dict:
     """status.json as stored, except a queued/running run with a dead process is reported as interrupted."""
+    reap_children()
     status = _read_json_or_empty(paths.status)
     status.setdefault("state", FAILED if not status else QUEUED)
     if status["state"] in ACTIVE_STATES and not _pid_alive(status.get("pid")):

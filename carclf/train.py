@@ -352,6 +352,7 @@ def fit_stages(setup: DeviceSetup, config: TrainConfig, paths: RunPaths, flag: S
         _weights_only(model).load_weights(stage_weights_path(paths))
         print(f"resuming after stage {progress.stages_done} ({progress.epochs_done} epochs done)", flush=True)
     runs.update_status(paths, img_size=img_size, devices=setup.describe(), epochs_total=config.epochs_total,
+                       epochs_planned=config.epochs_total,  # epochs_total shrinks when a stage stops early
                        stages_total=len(config.stages), data_summary=data.info.summary())
     for number in range(progress.stages_done + 1, len(config.stages) + 1):
         epochs_run = run_stage(model, number, config, setup, datasets, paths, flag, progress, augmenter, verbose)

@@ -96,6 +96,6 @@ def test_foreground_train_then_runs_list_and_show(tmp_path, capsys):
     assert (models_dir / run["run_id"] / "model.keras").is_file()
 
     code, out, _ = run_cli(capsys, "runs", "list", "--runs-dir", str(runs_dir))
-    assert code == 0 and run["run_id"] in out and "finished" in out
+    assert code == 0 and run["run_id"] in out and "finished" in out and "MODEL VAL ACC" in out
     code, out, _ = run_cli(capsys, "runs", "show", run["run_id"], "--runs-dir", str(runs_dir))
     assert code == 0 and "val_accuracy" in out and "bundle" in out

@@ -12,6 +12,7 @@ from carclf.config import (
     TrainConfig,
     config_from_dict,
     load_config,
+    unfreeze_count,
     with_total_epochs,
 )
 from carclf.errors import ConfigError
@@ -20,7 +21,7 @@ from carclf.errors import ConfigError
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_loads_and_round_trips(tmp_path, name):
     config = load_config(preset=name)
-    assert config.stages[0].unfreeze == 0, "stage 1 must train the head only"
+    assert config.stages[0].unfreeze == "none", "stage 1 must train the head only"
     assert len(config.stages) >= 2, "a preset fine-tunes after the head stage"
     saved = config.save(tmp_path / "config.yaml")
     assert load_config(saved) == config
@@ -55,7 +56,7 @@ def test_nested_sections_become_dataclasses():
     })
     assert isinstance(config.head, HeadConfig) and config.head.dense[0].units == 64
     assert all(isinstance(stage, StageConfig) for stage in config.stages)
-    assert config.stages[1].unfreeze == 0.5 and isinstance(config.stages[0].unfreeze, int)
+    assert config.stages[1].unfreeze == "50%" and config.stages[0].unfreeze == "none"
 
 
 @pytest.mark.parametrize("data, key", [
@@ -80,6 +81,7 @@ def test_unknown_keys_are_rejected_by_name(data, key):
     ({"head": {"pooling": "mean"}}, "head.pooling"),
     ({"stages": {"epochs": 3}}, "stages"),
     ({"stages": [{"unfreeze": "half"}]}, "unfreeze"),
+    ({"stages": [{"unfreeze": ["all"]}]}, "unfreeze"),
     ({"class_display_names": ["a", "b"]}, "class_display_names"),
 ])
 def test_wrong_types_are_rejected(data, key):
@@ -155,3 +157,37 @@ def test_micro_batch_size_splits_each_batch_into_the_fewest_equal_slices(batch, 
 def test_negative_micro_batch_size_is_refused():
     with pytest.raises(ConfigError, match="micro_batch_size"):
         load_config(overrides={"micro_batch_size": -1})
+
+
+@pytest.mark.parametrize("old, new", [
+    (0, "none"), (1, "1 layer"), (12, "12 layers"), (0.3, "30%"), (0.25, "25%"), (1.0, "all"),
+    ("none", "none"), ("all", "all"), ("ALL", "all"), ("30%", "30%"), ("30 %", "30%"), ("12.5%", "12.5%"),
+    ("12 layers", "12 layers"), ("1 layer", "1 layer"), ("0 layers", "none"),
+])
+def test_unfreeze_old_and_new_forms_load_as_the_new_notation(tmp_path, old, new):
+    config = config_from_dict({"stages": [{"epochs": 1, "unfreeze": old}]})
+    assert config.stages[0].unfreeze == new
+    saved = yaml.safe_load(config.save(tmp_path / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["stages"][0]["unfreeze"] == new  # config.yaml always holds the new notation
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_an_old_style_config_file_keeps_its_meaning(tmp_path):
+    """1 was the last layer and 1.0 the whole backbone: both survive, now written so they cannot be confused."""
+    path = tmp_path / "old.yaml"
+    path.write_text("stages:\n  - {epochs: 1, unfreeze: 0}\n  - {epochs: 1, unfreeze: 1}\n"
+                    "  - {epochs: 1, unfreeze: 1.0}\n  - {epochs: 1, unfreeze: 0.3}\n", encoding="utf-8")
+    assert [stage.unfreeze for stage in load_config(path).stages] == ["none", "1 layer", "all", "30%"]
+
+
+@pytest.mark.parametrize("bad", ["half", "0%", "150%", "-3 layers", "layers", "", 1.5, -1, True, None])
+def test_bad_unfreeze_values_are_refused_with_the_accepted_forms(bad):
+    with pytest.raises(ConfigError, match=r'stages\[0\]\.unfreeze must be "none".*"all".*"30%".*"12 layers"'):
+        config_from_dict({"stages": [{"epochs": 1, "unfreeze": bad}]})
+
+
+@pytest.mark.parametrize("unfreeze, layers, count", [
+    ("none", 50, 0), ("all", 50, 50), ("30%", 50, 15), ("1%", 50, 1), ("12 layers", 50, 12), ("80 layers", 50, 50),
+])
+def test_unfreeze_count(unfreeze, layers, count):
+    assert unfreeze_count(unfreeze, layers) == count

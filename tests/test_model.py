@@ -44,7 +44,7 @@ def test_structure_is_input_backbone_head(model):
 
 
 def test_backbone_starts_frozen(model):
-    set_trainable(model, 0)
+    set_trainable(model, "none")
     assert model.get_layer(BACKBONE_NAME).trainable_weights == []
     assert model.get_layer(HEAD_NAME).trainable_weights
 
@@ -53,7 +53,8 @@ def _trainable_names(model):
     return [layer.name for layer in model.get_layer(BACKBONE_NAME).layers if layer.trainable and layer.weights]
 
 
-@pytest.mark.parametrize("unfreeze, expected", [(0, 0), (3, 3), (1.0, None), (0.5, "half"), (10_000, None)])
+@pytest.mark.parametrize("unfreeze, expected", [("none", 0), ("3 layers", 3), ("all", None), ("50%", "half"),
+                                                ("10000 layers", None), (0, 0), (1, 1), (1.0, None)])
 def test_set_trainable_counts_layers_and_never_unfreezes_batchnorm(model, unfreeze, expected):
     units = backbone_layers(model)
     count = set_trainable(model, unfreeze)
@@ -65,7 +66,7 @@ def test_set_trainable_counts_layers_and_never_unfreezes_batchnorm(model, unfree
     assert batchnorms and not any(layer.trainable for layer in batchnorms)
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, True, "all"])
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "half", "0%"])
 def test_set_trainable_rejects_bad_values(model, bad):
     with pytest.raises(ConfigError, match="unfreeze"):
         set_trainable(model, bad)
@@ -73,7 +74,7 @@ def test_set_trainable_rejects_bad_values(model, bad):
 
 def test_fine_tune_step_changes_only_unfrozen_layers_and_keeps_bn_statistics(model):
     units = backbone_layers(model)
-    set_trainable(model, 2)
+    set_trainable(model, "2 layers")
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="sparse_categorical_crossentropy")
     backbone = model.get_layer(BACKBONE_NAME)
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in backbone.layers if layer.weights}
@@ -84,7 +85,7 @@ def test_fine_tune_step_changes_only_unfrozen_layers_and_keeps_bn_statistics(mod
 
 
 def test_unfrozen_backbone_still_runs_batchnorm_in_inference_mode(model):
-    set_trainable(model, 1.0)
+    set_trainable(model, "all")
     x = images(4, seed=2)
     training = np.asarray(model(x, training=True))  # head dropout is 0: only BN mode could differ
     inference = np.asarray(model(x, training=False))

@@ -11,6 +11,7 @@ from carclf.gate import MIN_THRESHOLD
 import pytest
 
 from carclf import runs
+from carclf.run_summary import describe_state, headline_score
 from carclf.bundle import load_bundle
 from carclf.data import scan_dataset, stratified_split
 from carclf.errors import DataError
@@ -72,6 +73,12 @@ def test_run_folder_has_status_history_and_checkpoints(learned):
     for key in ("pid", "started_at", "heartbeat_at", "finished_at", "best_val_accuracy", "bundle", "epochs_total"):
         assert stored.get(key) is not None, key
     assert stored["stage"] == 2 and stored["stages_total"] == 2
+    # one headline: the exported model's score, TTA here (tta=2), the same number as final_val_accuracy
+    assert headline_score(stored["val_metrics"]) == (stored["final_val_accuracy"], True)
+    epochs_done = len(runs.read_history(paths.run_id, paths.root.parent))
+    assert stored["epochs_planned"] == 8 and stored["epoch"] == epochs_done
+    assert describe_state(stored) == ("finished" if epochs_done == 8
+                                      else f"finished (stopped early at epoch {epochs_done} of 8)")
     assert paths.best_model.is_file() and paths.progress.is_file()
     assert not list(paths.backup.glob("stage_*")), "finished stages leave no mid-stage backup behind"
 

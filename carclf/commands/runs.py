@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from carclf.run_summary import describe_state, headline_score
+
 HELP = "List, inspect, stop, resume or delete training runs."
 
 # Lines of log shown by ``runs show``.
@@ -45,10 +47,11 @@ def _list(args) -> int:
     if not found:
         print(f"no runs in {args.runs_dir}")
         return 0
-    print(f"{'RUN':<44} {'STATE':<12} {'STAGE':<6} {'EPOCH':<8} {'BEST VAL ACC':<12}")
+    print(f"{'RUN':<44} {'STATE':<12} {'STAGE':<6} {'EPOCH':<8} {'MODEL VAL ACC':<16} {'BEST EPOCH':<10}")
     for status in found:
         print(f"{status['run_id']:<44} {status.get('state', '?'):<12} {_stage(status):<6} {_epoch(status):<8} "
-              f"{_accuracy(status.get('best_val_accuracy')):<12}")
+              f"{_model_accuracy(status):<16} {_accuracy(status.get('best_val_accuracy')):<10}")
+    print("MODEL VAL ACC: the exported model's validation score; BEST EPOCH: the best single epoch's.")
     return 0
 
 
@@ -56,8 +59,9 @@ def _show(args) -> int:
     from carclf import runs
 
     status = runs.read_status(args.run_id, args.runs_dir)
-    print(f"run {args.run_id}: {status.get('state')}  stage {_stage(status)}  epoch {_epoch(status)}  "
-          f"best val accuracy {_accuracy(status.get('best_val_accuracy'))}")
+    print(f"run {args.run_id}: {describe_state(status)}  stage {_stage(status)}  epoch {_epoch(status)}  "
+          f"model val accuracy {_model_accuracy(status)}  "
+          f"(best single epoch {_accuracy(status.get('best_val_accuracy'))})")
     for key in ("started_at", "heartbeat_at", "finished_at", "devices", "bundle", "error"):
         if status.get(key):
             print(f"  {key}: {status[key]}")
@@ -104,6 +108,12 @@ def _stage(status: dict) -> str:
 
 def _epoch(status: dict) -> str:
     return f"{status.get('epoch') or 0}/{status['epochs_total']}" if status.get("epochs_total") else "-"
+
+
+def _model_accuracy(status: dict) -> str:
+    """The exported model's validation score, '(TTA)' when averaged over augmented views; '-' before export."""
+    value, tta = headline_score(status.get("val_metrics"))
+    return "-" if value is None else f"{value:.3f}" + (" (TTA)" if tta else "")
 
 
 def _accuracy(value) -> str:

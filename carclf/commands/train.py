@@ -32,12 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", default="runs", metavar="DIR", help="folder of run folders (default: runs)")
     parser.add_argument("--models-dir", metavar="DIR", help="where the trained bundle goes (default: models)")
     parser.add_argument("--detach", action="store_true", help="train in a background process and return at once")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="do not adapt micro_batch_size to the memory limit (nor refuse a run that would not fit)")
     parser.add_argument("--run-dir", metavar="DIR", help=argparse.SUPPRESS)  # internal: (re)start an existing run
 
 
 def build_config(args: argparse.Namespace):
     """The validated TrainConfig for these arguments."""
-    from carclf.config import load_config, with_total_epochs
+    from carclf.config import TrainConfig, load_config, with_total_epochs
     from carclf.errors import ConfigError
 
     overrides = {
@@ -53,6 +55,12 @@ def build_config(args: argparse.Namespace):
         raise ConfigError(f"--val-data {config.val_data}: no such folder.")
     if args.epochs is not None:
         config = with_total_epochs(config, args.epochs)
+    if args.name is None and config.name == TrainConfig.name:  # no name given anywhere: the dataset's name
+        import dataclasses
+
+        from carclf.data import dataset_name
+
+        config = dataclasses.replace(config, name=dataset_name(config.data))
     from carclf.backbones import get_backbone
 
     get_backbone(config.backbone)  # an unknown name fails here, listing the valid ones, not in the run
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.run_dir:
         return _run_existing(Path(args.run_dir), args)
     config = build_config(args)
+    if not args.no_fit:
+        config = fit_to_memory(config)
     if args.detach:
         run_id = runs.start_run(config, args.runs_dir)
         print(run_id)
@@ -74,13 +84,26 @@ def run(args: argparse.Namespace) -> int:
 
     paths = runs.create_run(config, args.runs_dir)
     print(f"run {paths.run_id} in {paths.root}", flush=True)
-    status = train(config, paths.root)
+    with runs.trainer_lock(paths):
+        status = train(config, paths.root)
     if status.get("state") != runs.FINISHED:
         return EXIT_STOPPED
     metrics = status.get("val_metrics") or {}
     tta = f" ({metrics['tta']}-view TTA)" if "val_accuracy_tta" in metrics else ""
     print(f"finished: bundle {status.get('bundle')}, validation accuracy{tta} {status.get('final_val_accuracy'):.3f}")
     return 0
+
+
+def fit_to_memory(config):
+    """``config`` planned against this machine's memory limit (carclf.memory_fit), printing the plan on one line."""
+    from carclf.errors import ConfigError
+    from carclf.memory_fit import plan_fit
+
+    plan = plan_fit(config)
+    if not plan.fits:
+        raise ConfigError(f"this training does not fit in memory: {plan.message} (or pass --no-fit)")
+    print(f"memory: {plan.message}", flush=True)
+    return plan.config
 
 
 def _run_existing(run_dir: Path, args: argparse.Namespace) -> int:
@@ -97,5 +120,6 @@ def _run_existing(run_dir: Path, args: argparse.Namespace) -> int:
     paths = runs.RunPaths(run_dir)
     if not paths.config.is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.yaml).")
-    status = train(load_config(paths.config), paths.root)
+    with runs.trainer_lock(paths):  # a second process on the same run (double resume) is refused here
+        status = train(load_config(paths.config), paths.root)
     return 0 if status.get("state") == runs.FINISHED else EXIT_STOPPED
