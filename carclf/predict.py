@@ -201,7 +201,8 @@ class Predictor:
     def explain(self, image: ImageSource, class_index: Optional[int] = None):
         """``(heatmap, overlay)``: Grad-CAM of the predicted class (or ``class_index``) over the photo.
 
-        ``heatmap`` is an HxW float32 array in 0..1 at the photo's size, ``overlay`` a PIL image.
+        ``heatmap`` is an HxW float32 array in 0..1 at the photo's size (at most
+        ``carclf.saliency.MAX_OVERLAY_SIDE`` px on the longer side), ``overlay`` a PIL image of that size.
         """
         from carclf.saliency import grad_cam
 

@@ -52,6 +52,21 @@ def test_grad_cam_through_the_backbone_head_split_finds_the_red_square():
     assert heatmap[:, :60].max() < 0.1  # the left part has no red at all
 
 
+def test_a_photo_larger_than_the_overlay_cap_is_explained_on_a_smaller_copy_in_one_traced_graph():
+    from carclf.saliency import MAX_OVERLAY_SIDE, _traced_cam
+
+    photo = np.full((3000, 4000, 3), 128, np.uint8)  # a 12-megapixel phone photo's size
+    photo[750:1750, 2250:3500] = (230, 20, 20)  # the red box of the test above, scaled 25x
+    model = red_detector()
+    heatmap, overlay = grad_cam(model, Image.fromarray(photo), class_index=0)
+    assert heatmap.shape == (MAX_OVERLAY_SIDE * 3 // 4, MAX_OVERLAY_SIDE)  # the aspect ratio is kept
+    assert overlay.size == (MAX_OVERLAY_SIDE, MAX_OVERLAY_SIDE * 3 // 4)
+    top, bottom, left, right = (round(v * MAX_OVERLAY_SIDE / 4000) for v in (750, 1750, 2250, 3500))
+    assert heatmap[top:bottom, left:right].sum() / heatmap.sum() > 0.6
+    grad_cam(model, Image.fromarray(photo[:1200, :1600]), class_index=1)  # another size and class
+    assert _traced_cam(model).experimental_get_tracing_count() == 1  # one graph per model, not per call
+
+
 @pytest.mark.parametrize("name, box, least_share", CAR_BOXES)
 def test_default_model_heat_map_lies_on_the_car(shared_data, name, box, least_share):
     model = load_model("default")
