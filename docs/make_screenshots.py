@@ -93,7 +93,7 @@ def main() -> None:
             page.get_by_text("Grad-CAM for").first.wait_for(timeout=MODEL_TIMEOUT_MS)
             shoot(page, "predict")
 
-            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+            page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(
                 [str(p) for p in sorted(SAMPLES.glob("*.jpg"))])
             page.get_by_text("Download Kaggle CSV").wait_for(timeout=MODEL_TIMEOUT_MS)
             shoot(page, "predict_many")

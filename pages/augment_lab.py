@@ -11,7 +11,7 @@ from carclf import augment
 from carclf.augment_registry import TRANSFORMS
 from carclf.images import load_rgb_array
 from carclf.ui.navigation import page_frame
-from carclf.ui import aug_widgets, loaders, settings, widgets
+from carclf.ui import access, aug_widgets, loaders, settings, widgets
 
 # Side of the augmented previews (the pipeline's final resize), px.
 PREVIEW_SIZE = 224
@@ -78,7 +78,10 @@ def save_ui(config: augment.AugConfig) -> None:
     st.code(text, language="yaml")
     cols = st.columns([2, 1, 1])
     name = cols[0].text_input("Name", key="aug_name", placeholder="e.g. my-aug")
-    if cols[1].button("Save for training", key="aug_save", icon=":material/save:", disabled=not name.strip()):
+    # Saving writes to the server (and the owner's Train page), so a public app's visitors download instead.
+    blocked = access.manage_blocked_reason()
+    if cols[1].button("Save for training", key="aug_save", icon=":material/save:",
+                      disabled=not name.strip() or bool(blocked), help=blocked or None):
         with widgets.user_errors(stop=False):
             path = augment.save_named(config, name, settings.augment_dir())
             st.success(f"Saved as `{path.stem}`: the Train page offers it now.")

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from carclf.ui.navigation import page_frame
-from carclf.ui import charts, loaders, settings, widgets
+from carclf.ui import charts, dataset_picker, loaders, widgets
 
 # Photos shown per class in the sample grid.
 SAMPLES_PER_CLASS = 5
@@ -19,7 +19,7 @@ def summary_ui(info) -> None:
     cols[2].metric("Unreadable", len(info.unreadable))
     counts = list(info.counts.values())
     cols[3].metric("Smallest / largest class", f"{min(counts)} / {max(counts)}")
-    st.caption(f"Layout: `{info.layout}` · {info.root}")
+    st.caption(f"Layout: `{info.layout}` · {dataset_picker.display_root(info.root)}")
     labels = {name: f"{name} · {display}" if display != name else name
               for name, display in zip(info.classes, info.display_names)}
     st.plotly_chart(charts.class_counts_bar({labels[k]: v for k, v in info.counts.items()}), key="data_counts")
@@ -36,7 +36,8 @@ def samples_ui(info) -> None:
 def problems_ui(info) -> None:
     if info.unreadable:
         st.subheader(f"{len(info.unreadable)} unreadable files (skipped)")
-        st.dataframe(pd.DataFrame([(str(p), why) for p, why in info.unreadable], columns=["file", "reason"]),
+        st.dataframe(pd.DataFrame([(dataset_picker.display_path(p, info.root), why) for p, why in info.unreadable],
+                                  columns=["file", "reason"]),
                      hide_index=True, key="data_unreadable")
     if info.missing:
         st.warning(f"{len(info.missing)} ids in the CSV have no image file: {', '.join(info.missing[:10])}…")
@@ -46,8 +47,10 @@ def problems_ui(info) -> None:
 
 def data_page() -> None:
     st.title("Data")
-    st.write("Point at a dataset folder: one sub-folder per class, or the Kaggle layout (`train.csv` + `train/`).")
-    folder = widgets.folder_input_ui("Dataset folder", key="data_folder", default=settings.default_data_dir())
+    st.write("Choose a dataset (or upload a `.zip`): one sub-folder per class, or the Kaggle layout "
+             "(`train.csv` + `train/`).")
+    folder = dataset_picker.dataset_picker_ui("data_folder", folder_label="Dataset folder")
+    dataset_picker.delete_dataset_ui(folder, key="data")
     if st.button("Rescan", key="data_rescan", icon=":material/refresh:"):
         loaders.scan_dataset.clear()
     if folder is None:

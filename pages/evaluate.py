@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from carclf.ui.navigation import page_frame
-from carclf.ui import charts, loaders, settings, sidebar, widgets
+from carclf.ui import charts, dataset_picker, loaders, sidebar, widgets, work_slot
 
 # Photos shown for one confusion cell (each may get a Grad-CAM overlay, ~1 s each on CPU).
 MAX_CELL_PHOTOS = 10
@@ -32,7 +32,7 @@ def run_ui(model_path: str | None, folder, tta: int) -> None:
     from carclf.evaluation import evaluate
 
     with widgets.user_errors():
-        predictor = loaders.load_predictor(model_path)
+        predictor = work_slot.queued(loaders.load_predictor(model_path))  # waits its turn, chunk by chunk
         bar = st.progress(0.0, text="Evaluating…")
         report = evaluate(predictor, folder, tta=tta,
                           progress=lambda done, total: bar.progress(done / max(total, 1),
@@ -47,11 +47,15 @@ def scores_ui(report) -> None:
     cols[1].metric("Macro F1", f"{report.macro_f1:.3f}")
     cols[2].metric("Photos", report.n_images)
     cols[3].metric("Unreadable", len(report.unreadable))
+    st.caption("Accuracy on the folder chosen here. The *val acc* in the model list is the bundle's own score on "
+               "the photos held out when it was trained (marked TTA when averaged over augmented views); the two "
+               "differ unless this folder is exactly that validation split.")
     table = pd.DataFrame([vars(m) for m in report.per_class]).rename(columns={"name": "class"})
     st.dataframe(table, hide_index=True, key="eval_per_class",
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
     if report.unreadable:
-        st.warning("Unreadable: " + "; ".join(f"{p}: {why}" for p, why in report.unreadable))
+        st.warning("Unreadable: " + "; ".join(f"{dataset_picker.display_path(p, report.data_dir)}: {why}"
+                                              for p, why in report.unreadable))
 
 
 def cell_choice_ui(report) -> tuple[str, str]:
@@ -83,7 +87,7 @@ def cell_ui(report, model_path: str | None, true: str, pred: str) -> None:
         return
     by_path = {f.path: f for f in report.files}
     show_cam = st.toggle("Grad-CAM overlays", value=False, key="eval_cam")
-    predictor = loaders.load_predictor(model_path) if show_cam else None
+    predictor = work_slot.queued(loaders.load_predictor(model_path)) if show_cam else None
     for path in paths[:MAX_CELL_PHOTOS]:
         result = by_path[path]
         cols = st.columns([1, 1, 2])
@@ -94,7 +98,8 @@ def cell_ui(report, model_path: str | None, true: str, pred: str) -> None:
                 overlay.thumbnail((widgets.THUMBNAIL_PX, widgets.THUMBNAIL_PX))
                 cols[1].image(overlay, caption="Grad-CAM", width="stretch")
         top = " · ".join(f"{name} {p:.0%}" for name, p in result.top_k)
-        cols[2].markdown(f"`{path}`\n\ntrue **{result.true}**, predicted **{result.predicted}** "
+        shown = dataset_picker.display_path(path, report.data_dir)  # relative to the dataset in public mode
+        cols[2].markdown(f"`{shown}`\n\ntrue **{result.true}**, predicted **{result.predicted}** "
                          f"({result.probability:.1%})\n\ntop-k: {top}")
     if len(paths) > MAX_CELL_PHOTOS:
         st.caption(f"…and {len(paths) - MAX_CELL_PHOTOS} more.")
@@ -103,8 +108,7 @@ def cell_ui(report, model_path: str | None, true: str, pred: str) -> None:
 def evaluate_page() -> None:
     st.title("Evaluate")
     model_path = model_ui()
-    folder = widgets.folder_input_ui("Labelled folder (one sub-folder per class)", key="eval_data",
-                                     default=settings.default_data_dir())
+    folder = dataset_picker.dataset_picker_ui("eval_data", folder_label="Labelled folder (one sub-folder per class)")
     tta = st.slider("TTA views (0 = none)", 0, MAX_TTA, 0, key="eval_tta")
     if st.button("Run evaluation", type="primary", disabled=folder is None, key="eval_run",
                  icon=":material/play_arrow:"):
@@ -113,7 +117,7 @@ def evaluate_page() -> None:
     if not state:
         return
     report = state["report"]
-    st.caption(f"Model `{report.model_name}` on {report.data_dir} (TTA {report.tta}).")
+    st.caption(f"Model `{report.model_name}` on {dataset_picker.display_root(report.data_dir)} (TTA {report.tta}).")
     scores_ui(report)
     true, pred = cell_choice_ui(report)
     cell_ui(report, state["model"], true, pred)

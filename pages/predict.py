@@ -10,7 +10,7 @@ import streamlit as st
 
 from carclf.images import load_image
 from carclf.ui.navigation import page_frame
-from carclf.ui import charts, loaders, sidebar, widgets
+from carclf.ui import charts, loaders, sidebar, widgets, work_slot
 
 # TTA views offered by the slider (carclf.tta has 12; more than 8 rarely changes an answer).
 MAX_TTA_VIEWS = 12
@@ -191,7 +191,8 @@ def submission_ui(predictor, photos: list[Photo], results) -> None:
 def predict_page() -> None:
     st.title("Predict")
     with widgets.user_errors():
-        predictor = loaders.load_predictor(sidebar.selected_model())
+        # every model call waits its turn in the server-wide line (memory stays flat with many visitors)
+        predictor = work_slot.queued(loaders.load_predictor(sidebar.selected_model()))
     options = options_ui()
     photos = photos_ui()
     if not photos:

@@ -6,37 +6,43 @@ page only polls them (an st.fragment that reruns every few seconds).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
+from pathlib import Path
 from typing import get_args, get_type_hints
 
 import pandas as pd
 import streamlit as st
 
-from carclf import runs
-from carclf.errors import CarclfError
-from carclf.config import DEFAULT_PRESET, PRESETS, HeadConfig, StageConfig, load_config, with_total_epochs
+from carclf import memory_fit, run_summary, runs
+from carclf.data import dataset_name
+from carclf.errors import CarclfError, ConfigError, RunError
+from carclf.config import ACTIVATIONS, DEFAULT_PRESET, PRESETS, DenseBlock, HeadConfig, load_config
 from carclf.ui.navigation import page_frame
-from carclf.ui import charts, loaders, settings, widgets
+from carclf.ui import (access, bundle_io, charts, dataset_picker, limits, loaders, settings, sidebar, train_form,
+                       widgets)
 
 # Seconds between refreshes of the runs table and the live curves.
 RUN_POLL_S = 3
 # Log lines shown under the curves.
 LOG_TAIL_LINES = 30
-# Choices offered for the image size (the backbone's native size is added to them).
-IMG_SIZES = (64, 96, 128, 160, 192, 224, 240, 260, 299, 320, 384)
 # session_state key of the run whose curves are shown.
 SELECTED_RUN_KEY = "train_run"
 # session_state key of a stop/resume error, shown on the next rerun.
 ACTION_ERROR_KEY = "train_action_error"
+# session_state key of the runs launched in this session: when one finishes, its bundle becomes the sidebar's model.
+LAUNCHED_KEY = "train_launched"
+# session_state key of the message saying which finished run's model was selected (shown after the rerun).
+ADOPTED_KEY = "train_adopted"
 # Seconds the Stop button waits for the run to write its "stopped" state.
 STOP_WAIT_S = 10
 
 
 def data_ui():
     """The data folder, validated at once: its classes and counts are shown before anything is launched."""
-    folder = widgets.folder_input_ui(
-        "Training data folder", key="train_data", default=settings.default_data_dir(),
-        help="One sub-folder per class, or the Kaggle layout (train.csv + train/).",
+    folder = dataset_picker.dataset_picker_ui(
+        "train_data", folder_label="Training data folder",
+        folder_help="One sub-folder per class, or the Kaggle layout (train.csv + train/).",
     )
     if folder is None:
         return None
@@ -52,8 +58,7 @@ def data_ui():
 
 def stages_ui(config, key: str) -> list[dict]:
     """Epochs / learning rate / unfreeze / patience per stage, as an editable table (one row per stage)."""
-    fields = list(StageConfig.__dataclass_fields__)
-    table = pd.DataFrame([{f: float(getattr(stage, f)) for f in fields} for stage in config.stages])
+    table = pd.DataFrame([dataclasses.asdict(stage) for stage in config.stages])
     edited = st.data_editor(
         table,
         num_rows="dynamic",
@@ -61,35 +66,42 @@ def stages_ui(config, key: str) -> list[dict]:
         column_config={
             "epochs": st.column_config.NumberColumn(min_value=1, step=1, format="%d", help="epochs in the stage"),
             "learning_rate": st.column_config.NumberColumn(min_value=1e-7, format="%.0e"),
-            "unfreeze": st.column_config.NumberColumn(
-                min_value=0, help="0 = head only; a whole number N = last N backbone layers; 0-1 = that fraction"),
+            "unfreeze": st.column_config.TextColumn(
+                help='How much of the backbone trains: "none" (head only), "all" (whole backbone, BatchNorm '
+                     'stays frozen), a percentage like "30%" or the last N layers like "12 layers".'),
             "patience": st.column_config.NumberColumn(min_value=1, step=1, format="%d"),
         },
         hide_index=True,
     )
-    return [
-        {
-            "epochs": int(row.epochs),
-            "learning_rate": float(row.learning_rate),
-            "unfreeze": float(row.unfreeze) if 0 < row.unfreeze < 1 else int(row.unfreeze),
-            "patience": int(row.patience),
-        }
-        for row in edited.dropna().itertuples()
-    ]
+    return train_form.stages_from_rows(edited.to_dict("records"))
 
 
 def head_ui(config, key: str) -> dict:
-    """The classifier head: pooling, an optional hidden layer, dropout."""
+    """The classifier head: pooling, BatchNorm after pooling, hidden blocks (every field), final dropout."""
     pooling_choices = list(get_args(get_type_hints(HeadConfig)["pooling"]))
     cols = st.columns(3)
     pooling = cols[0].selectbox("Pooling", pooling_choices, index=pooling_choices.index(config.head.pooling),
                                 key=f"{key}_pooling")
-    hidden_default = config.head.dense[0].units if config.head.dense else 0
-    hidden = cols[1].number_input("Hidden units (0 = linear head)", 0, 4096, hidden_default, step=64,
-                                  key=f"{key}_hidden")
-    dropout = cols[2].slider("Dropout", 0.0, 0.8, float(config.head.dropout), 0.05, key=f"{key}_dropout")
-    dense = [{"units": int(hidden)}] if hidden else []  # other DenseBlock fields keep their defaults
-    return {"pooling": pooling, "batchnorm": config.head.batchnorm, "dense": dense, "dropout": dropout}
+    batchnorm = cols[1].checkbox("BatchNorm after pooling", value=config.head.batchnorm, key=f"{key}_batchnorm")
+    dropout = cols[2].slider("Dropout before the output", 0.0, 0.8, float(config.head.dropout), 0.05,
+                             key=f"{key}_dropout")
+    st.caption("Hidden blocks (Dense -> BatchNorm -> activation -> Dropout); no rows = a linear head.")
+    blocks = pd.DataFrame([dataclasses.asdict(block) for block in config.head.dense],
+                          columns=[f.name for f in dataclasses.fields(DenseBlock)])
+    edited = st.data_editor(
+        blocks,
+        num_rows="dynamic",
+        key=f"{key}_dense",
+        column_config={
+            "units": st.column_config.NumberColumn(min_value=1, max_value=8192, step=1, format="%d", required=True),
+            "activation": st.column_config.SelectboxColumn(options=list(ACTIVATIONS), default="relu"),
+            "batchnorm": st.column_config.CheckboxColumn(default=False),
+            "dropout": st.column_config.NumberColumn(min_value=0.0, max_value=0.95, step=0.05, default=0.0),
+        },
+        hide_index=True,
+    )
+    return {"pooling": pooling, "batchnorm": bool(batchnorm), "dense": train_form.dense_from_rows(edited.to_dict("records")),
+            "dropout": float(dropout)}
 
 
 def augmentation_choices() -> dict[str, str]:
@@ -119,16 +131,23 @@ def form_ui(info) -> None:
                                      key=f"{key}_backbone")
         weights = cols[2].selectbox("Weights", ["imagenet", "none"], index=["imagenet", "none"].index(base.weights),
                                     key=f"{key}_weights")
-        cols = st.columns(3)
-        sizes = sorted(set(IMG_SIZES) | {base.img_size} - {0})
-        img_size = cols[0].selectbox("Image size (px)", sizes, index=sizes.index(base.img_size) if base.img_size
-                                     else sizes.index(224), key=f"{key}_img_size")
+        cols = st.columns(4)
+        sizes = train_form.img_size_choices(base)
+        img_size = cols[0].selectbox("Image size", sizes, index=sizes.index(base.img_size), key=f"{key}_img_size",
+                                     format_func=lambda size: train_form.img_size_label(size, base.backbone),
+                                     help="native = the backbone's own input size (what the preset's 0 means).")
         batch_size = cols[1].number_input("Batch size", 1, 512, base.batch_size, key=f"{key}_batch")
+        micro_batch_size = cols[2].number_input(
+            "Micro-batch (0 = whole batch)", 0, 512, base.micro_batch_size, key=f"{key}_micro_batch",
+            help="Most photos computed at once: a larger batch runs in slices whose gradients are averaged "
+                 "(less memory, not quite the same training).")
         aug_choices = augmentation_choices()
+        if base.augmentation not in aug_choices.values():  # an inline dict or a file the lab does not list
+            aug_choices = {"(the preset's own)": base.augmentation, **aug_choices}
         aug_names = list(aug_choices)
-        augmentation = cols[2].selectbox(
+        augmentation = cols[3].selectbox(
             "Augmentation", aug_names,
-            index=aug_names.index(base.augmentation) if base.augmentation in aug_names else 0,
+            index=list(aug_choices.values()).index(base.augmentation),
             key=f"{key}_aug", help="Built-in presets and the configs saved in the Augmentation lab.",
         )
         st.markdown("**Stages** (stage 1 trains the head on a frozen backbone; later stages fine-tune)")
@@ -140,22 +159,30 @@ def form_ui(info) -> None:
         st.markdown("**Head**")
         head = head_ui(base, f"{key}_head")
         submitted = st.form_submit_button("Launch training", type="primary", icon=":material/rocket_launch:")
+    with widgets.user_errors(stop=False):
+        st.caption(f":material/memory: The preset as loaded: {memory_fit.plan_for_dashboard(base).message}. "
+                   "Launch re-checks your edits and lowers micro_batch_size if they would not fit.")
     if not submitted:
         return
     if info is None:
         st.error("Choose a valid training data folder first.")
         return
     with widgets.user_errors():
-        config = load_config(preset=preset, overrides=dict(
-            data=str(info.root), name=name.strip() or info.root.name, backbone=backbone, weights=weights, img_size=int(img_size),
-            batch_size=int(batch_size), augmentation=aug_choices[augmentation], stages=stages, head=head,
-            models_dir=str(settings.models_dir()),
-        ))
-        if total_epochs:
-            config = with_total_epochs(config, int(total_epochs))
-        run_id = runs.start_run(config, settings.runs_dir())
+        values = dict(backbone=backbone, weights=weights, img_size=int(img_size), batch_size=int(batch_size),
+                      micro_batch_size=int(micro_batch_size), augmentation=aug_choices[augmentation],
+                      stages=stages, head=head)
+        config = train_form.build_config(
+            preset, values, data=str(info.root), name=name.strip() or dataset_name(info.root),
+            models_dir=str(settings.models_dir()), total_epochs=int(total_epochs))
+        limits.check_launch(settings.runs_dir())  # public mode: one run at a time, workspace not full
+        plan = memory_fit.plan_for_dashboard(config)  # beside this server's own memory, with a margin
+        if not plan.fits:
+            raise ConfigError(f"this training does not fit in memory: {plan.message}")
+        run_id = runs.start_run(plan.config, settings.runs_dir())
     st.session_state[SELECTED_RUN_KEY] = run_id
-    st.success(f"Started run `{run_id}`: it trains in the background; follow it in the Runs tab.", icon=":material/check:")
+    st.session_state.setdefault(LAUNCHED_KEY, []).append(run_id)
+    st.success(f"Started run `{run_id}`: it trains in the background; follow it in the Runs tab. {plan.message}.",
+               icon=":material/check:")
 
 
 def _duration(status: dict) -> str:
@@ -169,14 +196,18 @@ def _duration(status: dict) -> str:
 
 
 def runs_table(all_runs: list[dict]) -> pd.DataFrame:
+    """One row per run: its state in words, progress (100 % once finished) and the exported model's score."""
+    scores = [run_summary.headline_score(r.get("val_metrics")) for r in all_runs]
     return pd.DataFrame(
         {
             "run": [r["run_id"] for r in all_runs],
             "state": [r.get("state") for r in all_runs],
+            "status": [run_summary.describe_state(r) for r in all_runs],
             "stage": [r.get("stage") for r in all_runs],
-            "progress": [(r.get("epoch") or 0) / r["epochs_total"] if r.get("epochs_total") else 0.0
-                         for r in all_runs],
-            "best val acc": [r.get("best_val_accuracy") for r in all_runs],
+            "progress": [run_summary.progress_fraction(r) for r in all_runs],
+            "model val acc": [value for value, _ in scores],
+            "TTA": [tta if value is not None else None for value, tta in scores],
+            "best epoch val acc": [r.get("best_val_accuracy") for r in all_runs],
             "duration": [_duration(r) for r in all_runs],
         }
     )
@@ -185,6 +216,8 @@ def runs_table(all_runs: list[dict]) -> pd.DataFrame:
 def _run_action(action, run_id: str) -> None:
     """Button callback (runs before the rerun, so the table drawn next already shows the new state)."""
     try:
+        if not access.can_manage():
+            raise RunError(access.manage_blocked_reason())
         action(run_id, settings.runs_dir())
     except CarclfError as error:
         st.session_state[ACTION_ERROR_KEY] = str(error)
@@ -194,42 +227,96 @@ def _stop(run_id: str, runs_dir) -> None:
     runs.stop_run(run_id, runs_dir, timeout=STOP_WAIT_S)
 
 
+def _resume(run_id: str, runs_dir) -> None:
+    limits.check_launch(runs_dir)  # public mode: one run at a time
+    runs.resume_run(run_id, runs_dir)
+
+
+def run_files_ui(run_id: str, status: dict) -> None:
+    """The finished run's bundle as one file, and (owner only) deleting the run, with a confirmation."""
+    cols = st.columns([1, 1, 2])
+    bundle = status.get("bundle")
+    if bundle and Path(bundle).is_dir():
+        bundle_io.download_bundle_button(bundle, key=f"train_download_{run_id}", container=cols[0])
+    if access.can_manage() and not runs.is_active(status):
+        with cols[1]:
+            if widgets.confirm_ui("Delete run", key=f"train_delete_{run_id}",
+                                  question=f"Delete run **{run_id}** (curves, log, checkpoints)? Its exported "
+                                           "model stays in the models folder."):
+                with widgets.user_errors(stop=False):
+                    runs.delete_run(run_id, settings.runs_dir())
+                    st.session_state.pop(SELECTED_RUN_KEY, None)
+                    st.rerun()
+
+
 def run_detail_ui(run_id: str, status: dict) -> None:
     """Curves, log tail and stop/resume buttons of one run."""
     runs_dir = settings.runs_dir()
     cols = st.columns([3, 1, 1])
-    cols[0].markdown(f"**{run_id}** · {status.get('state')}"
-                     + (f" · epoch {status.get('epoch')}/{status.get('epochs_total')}" if status.get("epoch") else ""))
-    cols[1].button("Stop", key="train_stop", disabled=not runs.is_active(status), icon=":material/stop:",
-                   on_click=_run_action, args=(_stop, run_id))
-    cols[2].button("Resume", key="train_resume", disabled=status.get("state") not in runs.RESUMABLE_STATES,
-                   icon=":material/play_arrow:", on_click=_run_action, args=(runs.resume_run, run_id))
+    score = run_summary.headline_text(status.get("val_metrics"))
+    cols[0].markdown(f"**{run_id}** · {run_summary.describe_state(status)}" + (f" · model {score}" if score else ""))
+    manage = access.can_manage()  # visitors of a public app see the buttons greyed out
+    cols[1].button("Stop", key="train_stop", disabled=not manage or not runs.is_active(status), icon=":material/stop:",
+                   on_click=_run_action, args=(_stop, run_id), help=access.manage_blocked_reason() or None)
+    resumable = status.get("state") in runs.RESUMABLE_STATES
+    cols[2].button("Resume", key="train_resume", disabled=not manage or not resumable,
+                   icon=":material/play_arrow:", on_click=_run_action, args=(_resume, run_id),
+                   help=access.manage_blocked_reason() or None)
     if ACTION_ERROR_KEY in st.session_state:
-        st.error(st.session_state.pop(ACTION_ERROR_KEY))
+        st.error(settings.hide_paths(st.session_state.pop(ACTION_ERROR_KEY)))
     if status.get("error"):
-        st.error(status["error"])
+        st.error(settings.hide_paths(status["error"]))
     if status.get("bundle"):
-        st.success(f"Model bundle: `{status['bundle']}` (choose it in the sidebar).")
+        shown = Path(status["bundle"]).name if settings.is_public() else status["bundle"]
+        st.success(f"Model bundle: `{shown}` (choose it in the sidebar).")
+    run_files_ui(run_id, status)
     history = runs.read_history(run_id, runs_dir)
     if history.empty:
         st.info("No finished epoch yet: the curves appear after the first epoch.")
     else:
         st.plotly_chart(charts.training_curves(history), key="train_curves")
-    st.code(runs.read_log_tail(run_id, runs_dir, lines=LOG_TAIL_LINES) or "(no log yet)", language=None)
+    st.code(settings.hide_paths(runs.read_log_tail(run_id, runs_dir, lines=LOG_TAIL_LINES)) or "(no log yet)",
+            language=None)
+
+
+def adopt_finished_runs(all_runs: list[dict]) -> None:
+    """When a run launched in this session has finished, select its bundle in the sidebar and say so.
+
+    The sidebar is drawn outside this fragment, so the whole app reruns once to show the new choice.
+    """
+    launched = st.session_state.get(LAUNCHED_KEY) or []
+    for status in all_runs:
+        if status["run_id"] in launched and status.get("state") == runs.FINISHED and status.get("bundle"):
+            launched.remove(status["run_id"])
+            if sidebar.select_bundle(status["bundle"]):
+                score = run_summary.headline_text(status.get("val_metrics"))
+                st.session_state[ADOPTED_KEY] = (f"Run `{status['run_id']}` finished"
+                                                 + (f" ({score})" if score else "")
+                                                 + ": its model is now selected in the sidebar.")
+                st.rerun()
+    if ADOPTED_KEY in st.session_state:
+        st.success(st.session_state.pop(ADOPTED_KEY), icon=":material/check:")
 
 
 @st.fragment(run_every=RUN_POLL_S)
 def runs_ui() -> None:
     """Every run in the runs folder, refreshed every RUN_POLL_S seconds."""
     all_runs = runs.list_runs(settings.runs_dir())
+    adopt_finished_runs(all_runs)
     if not all_runs:
-        st.info(f"No runs yet in {settings.runs_dir()}.")
+        st.info("No runs yet." if settings.is_public() else f"No runs yet in {settings.runs_dir()}.")
         return
     st.dataframe(
         runs_table(all_runs), hide_index=True,
         column_config={"progress": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent"),
-                       "best val acc": st.column_config.NumberColumn(format="%.3f")},
+                       "state": None,  # kept for code and tests; "status" says it in words
+                       "model val acc": st.column_config.NumberColumn(format="%.3f", help=run_summary.HEADLINE_HELP),
+                       "TTA": st.column_config.CheckboxColumn(help="the score averages test-time-augmented views"),
+                       "best epoch val acc": st.column_config.NumberColumn(format="%.3f",
+                                                                           help=run_summary.BEST_EPOCH_HELP)},
     )
+    st.caption("**model val acc** is the exported model's validation score (the headline, also in the sidebar); "
+               "**best epoch val acc** is the best single training epoch, for reference.")
     by_id = {r["run_id"]: r for r in all_runs}
     if st.session_state.get(SELECTED_RUN_KEY) not in by_id:
         st.session_state[SELECTED_RUN_KEY] = all_runs[0]["run_id"]
@@ -260,7 +347,7 @@ def compare_ui() -> None:
         st.plotly_chart(charts.compare_curves(histories, "val_accuracy"), key="train_compare_chart")
         configs = {run_id: _flatten(load_config(runs.run_paths(run_id, runs_dir).config).to_dict())
                    for run_id in chosen}
-        table = pd.DataFrame(configs)
+        table = pd.DataFrame(configs).map(settings.hide_paths)
         differing = table[table.nunique(axis=1) > 1]
         st.markdown("**Config differences**")
         st.dataframe(differing, key="train_config_diff")
@@ -271,7 +358,11 @@ def train_page() -> None:
     launch_tab, runs_tab, compare_tab = st.tabs(["Launch", "Runs", "Compare"])
     with launch_tab:
         info = data_ui()
-        form_ui(info)
+        blocked = access.manage_blocked_reason() or limits.launch_blocked_reason()
+        if blocked:  # a visitor of a public app, or another run is training there
+            st.info(blocked, icon=":material/lock:")
+        else:
+            form_ui(info)
     with runs_tab:
         runs_ui()
     with compare_tab:

@@ -103,3 +103,16 @@ def wait_idle(page, timeout_ms: int = 120_000) -> None:
     with contextlib.suppress(PlaywrightTimeout):  # the rerun was too quick to see
         page.wait_for_selector('[data-testid="stStatusWidget"]', state="attached", timeout=1000)
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout_ms)
+
+
+def go_to(page, title: str, timeout_ms: int = 180_000) -> None:
+    """Open a dashboard page by its navigation link and wait until it has drawn."""
+    page.get_by_role("link", name=title).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the select box labelled ``label``."""
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=True).click()

@@ -3,6 +3,8 @@ config follows the form, and the runs table, curves, log and stop button follow 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 
 import pytest
@@ -13,6 +15,8 @@ from app_helpers import app_env, copy_photos, open_page, texts  # noqa: F401  (a
 BRANDS = "cars/vidhyagupta_car_brands_5"
 # Seconds a 2-epoch run on 6 photos at 64 px may take on 2 shared cores (TensorFlow start included).
 RUN_DEADLINE_S = 240
+# A memory limit no test config comes near (CARCLF_MEMORY_LIMIT): the fit leaves the launched config alone.
+ROOMY_LIMIT = "500G"
 
 
 @pytest.fixture
@@ -68,7 +72,13 @@ def test_launch_runs_in_background_and_shows_curves(app_env, data):
         time.sleep(3)
     assert not at.exception
     assert table["state"][0] == "finished", at.code[0].value
-    assert table["progress"][0] == 1.0 and 0.0 <= table["best val acc"][0] <= 1.0
+    assert table["progress"][0] == 1.0 and table["status"][0].startswith("finished")
+    assert 0.0 <= table["model val acc"][0] <= 1.0 and 0.0 <= table["best epoch val acc"][0] <= 1.0
+    # the run launched here finished: its bundle is now the sidebar's model, and the page says so
+    bundle = yaml.safe_load((run_dir / "status.json").read_text())["bundle"]
+    assert at.session_state["carclf_model"] == bundle
+    assert at.selectbox(key="carclf_model_picker").value == bundle
+    assert any("now selected in the sidebar" in s for s in texts(at.success)), texts(at.success)
     chart = at.get("plotly_chart")
     assert chart, "the training curves appear once epochs are done"
     assert any("Model bundle" in s for s in texts(at.success))
@@ -101,3 +111,105 @@ def test_compare_tab_lists_config_differences(app_env, data):
     assert sorted(diff.loc["img_size"]) == ["64", "96"]
     assert "backbone" not in diff.index  # equal values are left out
     assert len(_runs_table(at)) == 2
+
+
+def _launched_config(at, runs_dir, preset: str, folder):
+    """Click Launch, stop the background run at once (config.yaml is written before training) and read its config."""
+    from carclf import runs
+    from carclf.config import load_config
+
+    at.button[[b.label for b in at.button].index("Launch training")].click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    (run_dir,) = list(runs_dir.iterdir())
+    status = runs.read_status(run_dir.name, runs_dir)
+    if runs.is_active(status):
+        runs.stop_run(run_dir.name, runs_dir, timeout=120)
+    pid = status.get("pid")
+    if pid:
+        try:
+            os.waitpid(int(pid), 0)  # reap the child so no zombie is left behind
+        except ChildProcessError:
+            pass
+    assert not runs._pid_alive(pid), "the launched training process is still running"
+    return load_config(run_dir / "config.yaml")
+
+
+def _open_form(folder, preset: str):
+    at = open_page("train.py")
+    at.text_input(key="train_data").set_value(str(folder)).run()
+    if preset != "quick":
+        at.selectbox(key="train_preset").set_value(preset).run()
+    assert not at.exception
+    return at
+
+
+def _differences(launched, expected):
+    from carclf.ui.train_form import config_differences
+
+    return config_differences(launched, expected)
+
+
+@pytest.mark.parametrize("preset", ["quick", "full"])
+def test_an_untouched_form_launches_exactly_the_preset(app_env, data, preset, monkeypatch):
+    """Native image size, unfreeze "all"/"30%" and every head field reach the run as the preset wrote them."""
+    from carclf.config import load_config
+
+    monkeypatch.setenv("CARCLF_MEMORY_LIMIT", ROOMY_LIMIT)  # the memory fit has nothing to change
+
+    launched = _launched_config(_open_form(data, preset), app_env["runs"], preset, data)
+    expected = load_config(preset=preset)
+    assert _differences(launched, expected) == {}
+    assert launched.data == str(data) and launched.models_dir == str(app_env["models"])
+
+
+@pytest.mark.parametrize("preset", ["quick", "full"])
+def test_form_edits_reach_the_run_and_nothing_else_changes(app_env, data, preset, monkeypatch):
+    from carclf.config import load_config
+
+    monkeypatch.setenv("CARCLF_MEMORY_LIMIT", ROOMY_LIMIT)
+
+    at = _open_form(data, preset)
+    base = load_config(preset=preset)
+    key = f"train_{preset}"
+    at.session_state[f"{key}_stages"] = {"edited_rows": {1: {"unfreeze": "12 layers", "epochs": 3}},
+                                         "added_rows": [], "deleted_rows": []}
+    at.session_state[f"{key}_head_dense"] = {"edited_rows": {}, "added_rows": [{"units": 32, "activation": "gelu",
+                                             "batchnorm": True, "dropout": 0.25}], "deleted_rows": []}
+    at.slider(key=f"{key}_head_dropout").set_value(0.45)
+    at.number_input(key=f"{key}_micro_batch").set_value(4)  # form values: submitted with the Launch click
+    stages = [dataclasses.asdict(stage) for stage in base.stages]
+    stages[1].update(unfreeze="12 layers", epochs=3)
+    head = dataclasses.asdict(base.head)
+    head["dense"].append({"units": 32, "activation": "gelu", "batchnorm": True, "dropout": 0.25})
+    head["dropout"] = 0.45
+    expected = load_config(preset=preset, overrides={"stages": stages, "head": head, "micro_batch_size": 4})
+    launched = _launched_config(at, app_env["runs"], preset, data)
+    assert _differences(launched, expected) == {}
+    assert launched.stages[1].unfreeze == "12 layers" and launched.head.dense[-1].activation == "gelu"
+
+
+def test_a_bad_unfreeze_is_refused_on_the_page_and_launches_nothing(app_env, data):
+    at = _open_form(data, "quick")
+    at.session_state["train_quick_stages"] = {"edited_rows": {1: {"unfreeze": "1.0"}}, "added_rows": [],
+                                              "deleted_rows": []}
+    at.button[[b.label for b in at.button].index("Launch training")].click().run()
+    assert not at.exception
+    assert any('"all" (whole backbone)' in e and "12 layers" in e for e in texts(at.error)), texts(at.error)
+    assert not list(app_env["runs"].iterdir())
+
+
+def test_a_launch_that_would_not_fit_is_micro_batched_and_says_so(app_env, data, monkeypatch):
+    """The estimate uses this process's real memory: the limit leaves ~2.3 GB for training, which the
+    whole-batch quick preset (about 2.7 GB estimated) exceeds and a micro-batched one fits."""
+    from carclf import machine, memory_fit
+    from carclf.config import load_config
+
+    at = _open_form(data, "quick")
+    base = load_config(preset="quick")
+    budget = (memory_fit.estimate_peak_bytes(base) + memory_fit.estimate_peak_bytes(
+        dataclasses.replace(base, micro_batch_size=base.batch_size // 2))) / 2
+    monkeypatch.setenv("CARCLF_MEMORY_LIMIT", str(int(machine.process_tree_rss() + budget / 0.9)))
+    launched = _launched_config(at, app_env["runs"], "quick", data)
+    assert 0 < launched.micro_batch_size < base.batch_size
+    assert any("micro_batch_size off ->" in s for s in texts(at.success)), texts(at.success)
+    assert _differences(launched, base) == {"micro_batch_size": (launched.micro_batch_size, 0)}

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from browser_helpers import browser_page, streamlit_server, wait_idle
+from browser_helpers import browser_page, choose, go_to, streamlit_server, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def _tiny_dataset(shared_data, dest):
 
 
 def _upload(page, path):
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
     wait_idle(page, PREDICT_TIMEOUT_MS)
 
 
@@ -52,17 +52,6 @@ def _remove_uploads(page):
     for button in page.get_by_role("button", name="Remove ").all():
         button.click()
     wait_idle(page)
-
-
-def _go(page, title: str):
-    page.get_by_role("link", name=title).click()
-    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=PREDICT_TIMEOUT_MS)
-    wait_idle(page, PREDICT_TIMEOUT_MS)
-
-
-def _choose(page, label: str, option: str):
-    page.get_by_role("combobox", name=label).click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def _selected(container, label: str) -> str:
@@ -97,7 +86,7 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
         assert chart.locator(".bars").count() >= 1  # plotly drew the bars
 
         # Augmentation lab: moving the strength slider to 0 changes the grid (all draws become the photo).
-        _go(page, "Augmentation lab")
+        go_to(page, "Augmentation lab")
         before = _draws(page)
         assert len(before) == 8 and len(set(before)) > 1
         slider = page.locator('[data-testid="stSlider"]').filter(has_text="Global strength").get_by_role("slider")
@@ -110,12 +99,12 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
 
         # Train: validate the folder, launch a tiny run, watch its curve appear.
         data = _tiny_dataset(shared_data, tmp_path / "brands")
-        _go(page, "Train")
+        go_to(page, "Train")
         page.get_by_role("textbox", name="Training data folder").fill(str(data))
         page.keyboard.press("Enter")
         page.get_by_text("2 classes, 6 photos").wait_for()
-        _choose(page, "Image size (px)", "64")
-        _choose(page, "Augmentation", "none")
+        choose(page, "Image size", "64 px")
+        choose(page, "Augmentation", "none")
         page.get_by_role("spinbutton", name="Total epochs (0 = as in the table)").fill("2")
         page.get_by_role("button", name="Launch training").click()
         page.get_by_text("Started run").wait_for(timeout=PREDICT_TIMEOUT_MS)
@@ -127,7 +116,7 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
         # Runs survive a reload; the new bundle is offered in the sidebar and the choice survives pages.
         page.reload()
         wait_idle(page, PREDICT_TIMEOUT_MS)
-        _go(page, "Train")
+        go_to(page, "Train")
         page.get_by_role("tab", name="Runs").click()
         page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Loss").first.wait_for(state="visible")
         picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]')
@@ -137,8 +126,8 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
         assert bundle and "val acc" in bundle, options
         page.get_by_role("option", name=bundle, exact=True).click()
         wait_idle(page)
-        _go(page, "Data")
-        _go(page, "Evaluate")
+        go_to(page, "Data")
+        go_to(page, "Evaluate")
         assert _selected(page.locator('[data-testid="stSidebar"]'), "Model") == bundle
         assert _selected(page.locator('[data-testid="stMain"]'), "Model") == bundle
 
@@ -171,7 +160,7 @@ def test_a_deep_link_as_the_first_request_shows_the_full_app(server):
         wait_idle(page, PREDICT_TIMEOUT_MS)
         sidebar = page.locator('[data-testid="stSidebar"]')
         assert sidebar.get_by_role("combobox", name="Model").count() == 1
-        _go(page, "Data")  # the app's own navigation works from there
+        go_to(page, "Data")  # the app's own navigation works from there
         page.reload()
         page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=PREDICT_TIMEOUT_MS)
         assert page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Augmentation lab").count() == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from carclf.ui import sidebar
+from carclf.ui import access, bundle_io, diagnostics, sidebar
 
 # The page scripts, beside app.py.
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
@@ -46,6 +46,11 @@ def page_frame() -> None:
     """Call first in every page script: page config and the sidebar (model picker, hardware)."""
     leave_legacy_pages_mode()
     st.set_page_config(page_title="carclf", page_icon=":material/directions_car:", layout="wide")
+    diagnostics.require_supported_python()  # before anything can import TensorFlow
     st.sidebar.title("carclf")
-    sidebar.model_picker_ui()
+    access.owner_login_ui()
+    bundle_io.ensure_env_model_ui()
+    model = sidebar.model_picker_ui()
+    bundle_io.model_files_ui(model)
     sidebar.device_ui()
+    diagnostics.diagnostics_ui()

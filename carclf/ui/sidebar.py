@@ -28,9 +28,11 @@ def model_choices() -> dict[str, str]:
 
 
 def _bundle_label(info) -> str:
-    """'name (val acc 91.2%)', marked when it is the folder's default bundle."""
-    accuracy = (info.meta.get("val_metrics") or {}).get("val_accuracy")
-    label = f"{info.name} (val acc {accuracy:.1%})" if isinstance(accuracy, (int, float)) else info.name
+    """'name (val acc 91.2% (TTA))': the exported model's headline score; marked when it is the folder's default."""
+    from carclf.run_summary import headline_text
+
+    score = headline_text(info.meta.get("val_metrics"))
+    label = f"{info.name} ({score})" if score else info.name
     return f"{label} ★" if info.is_default else label
 
 
@@ -46,13 +48,26 @@ def model_picker_ui() -> str | None:
         format_func=choices.get,
         key=PICKER_KEY,
         on_change=_remember_choice,
-        help=f"Trained bundles from {settings.models_dir()} (newest first) and the built-in default model.",
+        help=f"Trained bundles from {'the app' if settings.is_public() else settings.models_dir()} (newest first) "
+             "and the built-in default model.",
     )
     return selected_model()
 
 
 def _remember_choice() -> None:
     st.session_state[MODEL_KEY] = st.session_state[PICKER_KEY]
+
+
+def select_bundle(bundle) -> bool:
+    """Make ``bundle`` (a folder in the models folder) the sidebar's model from the next run; False if not listed."""
+    from pathlib import Path
+
+    wanted = Path(bundle).resolve()
+    for choice in model_choices():
+        if choice != DEFAULT_CHOICE and Path(choice).resolve() == wanted:
+            st.session_state[MODEL_KEY] = choice
+            return True
+    return False
 
 
 def selected_model() -> str | None:

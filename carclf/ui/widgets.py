@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 import streamlit as st
 
 from carclf.errors import CarclfError
-from carclf.ui import loaders
+from carclf.ui import loaders, settings
 
 # Thumbnails per row in image grids: wide enough to recognise a car, narrow enough for a laptop screen.
 GRID_COLUMNS = 5
@@ -22,7 +22,7 @@ def user_errors(stop: bool = True) -> Iterator[None]:
     try:
         yield
     except CarclfError as error:
-        st.error(str(error), icon=":material/error:")
+        st.error(settings.hide_paths(str(error)), icon=":material/error:")
         if stop:
             st.stop()
 
@@ -70,3 +70,28 @@ def file_grid_ui(paths: Sequence[Path], captions: Sequence[str] | None = None, c
         for col, path, caption in zip(cols, paths[start : start + columns], captions[start : start + columns]):
             with col, user_errors(stop=False):
                 col.image(loaders.thumbnail_of(path, THUMBNAIL_PX), caption=caption, width="stretch")
+
+
+def _set_state(key: str, value) -> None:
+    st.session_state[key] = value
+
+
+def confirm_ui(label: str, key: str, question: str, confirm: str = "Yes, delete",
+               icon: str = ":material/delete:") -> bool:
+    """A button that asks before acting: True once, in the run where the user confirmed."""
+    pending, confirmed = f"{key}_pending", f"{key}_confirmed"
+    if st.session_state.pop(confirmed, False):  # set by the "Yes" callback just before this run
+        return True
+    if not st.session_state.get(pending):
+        st.button(label, key=key, icon=icon, on_click=_set_state, args=(pending, True))
+        return False
+    st.warning(question, icon=":material/warning:")
+    cols = st.columns(2)
+    cols[0].button(confirm, key=f"{key}_yes", type="primary", on_click=_confirm, args=(pending, confirmed))
+    cols[1].button("Cancel", key=f"{key}_cancel", on_click=_set_state, args=(pending, False))
+    return False
+
+
+def _confirm(pending: str, confirmed: str) -> None:
+    st.session_state[pending] = False
+    st.session_state[confirmed] = True
