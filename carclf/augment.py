@@ -12,7 +12,6 @@ knows how to scale (``TransformSpec.neutral``) towards or away from "no change";
 from __future__ import annotations
 
 import json
-import re
 import threading
 import warnings
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ import yaml
 
 from carclf.augment_registry import RENAMED_ARGUMENTS, RENAMED_TRANSFORMS, TRANSFORMS, TransformSpec
 from carclf.errors import ConfigError
+from carclf.names import safe_id
 
 # ``strength`` range: 0 = no augmentation, 1 = the config as written, 2 = twice as likely and strong.
 MIN_STRENGTH, MAX_STRENGTH = 0.0, 2.0
@@ -341,7 +341,7 @@ def list_presets() -> dict[str, Path]:
 
 def safe_name(name: str) -> str:
     """A config name usable as a file name, or ConfigError."""
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", name.strip()).strip("-_")[:MAX_NAME_LENGTH]
+    cleaned = safe_id(name.strip(), fallback="", max_chars=MAX_NAME_LENGTH)
     if not cleaned:
         raise ConfigError(f"{name!r} is not a usable config name: use letters, digits, '-' or '_'.")
     return cleaned

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from carclf.atomic import atomic_write_text
+from carclf.clock import now_iso
 from carclf.errors import BundleError
+from carclf.names import check_id, is_safe_id, safe_id
 
 # File names inside a bundle folder.
 MODEL_FILE = "model.keras"
@@ -43,7 +44,6 @@ BUNDLE_DIR_MODE = 0o755
 # Keras dtype policies named like this compute in float16/bfloat16: bundles are saved computing in float32.
 MIXED_PREFIX = "mixed_"
 # Bundle names become folder names: letters, digits, dot, dash, underscore; must start alphanumeric.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -77,18 +77,13 @@ class BundleInfo:
 
 
 def check_bundle_name(name: str) -> str:
-    """Return ``name`` if it is a safe folder name, else raise ``BundleError``."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
-        raise BundleError(
-            f"invalid bundle name {name!r}: use letters, digits, '.', '-' or '_' (starting with a letter or digit)."
-        )
-    return name
+    """Return ``name`` if it is a safe folder name (carclf.names), else raise ``BundleError``."""
+    return check_id(name, "bundle", BundleError)
 
 
 def safe_bundle_name(text: str) -> str:
     """Turn any user text (a run name) into a valid bundle name."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-._")[:100]
-    return cleaned or "model"
+    return safe_id(text, fallback="model")
 
 
 def save_bundle(
@@ -264,7 +259,7 @@ def set_default_bundle(models_dir, name: str) -> Path:
     models_dir = Path(models_dir)
     check_bundle_name(name)
     read_bundle_meta(models_dir / name)  # refuse to point at a broken bundle
-    _atomic_write_text(models_dir / DEFAULT_MARKER, name + "\n")
+    atomic_write_text(models_dir / DEFAULT_MARKER, name + "\n")
     return models_dir / name
 
 
@@ -296,7 +291,7 @@ def _build_meta(model, name: str, class_names: list, display_names: list, extra:
         display_names=display_names,
         num_classes=len(class_names),
         img_size=int(extra.get("img_size") or input_side),
-        created_at=extra.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=extra.get("created_at") or now_iso(),
         versions={"carclf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
     )
     return meta
@@ -307,7 +302,7 @@ def _read_default_name(models_dir: Path) -> Optional[str]:
     if not marker.is_file():
         return None
     name = marker.read_text(encoding="utf-8").strip()
-    return name if _SAFE_NAME.match(name) else None
+    return name if is_safe_id(name) else None
 
 
 def _read_json(path: Path):
@@ -319,12 +314,6 @@ def _read_json(path: Path):
 
 def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f"{TEMP_PREFIX}{path.name}-{os.getpid()}")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
 
 
 def _first_line(error: BaseException) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Union
 
 from carclf.archive import ArchiveLimits, ArchiveSource, member_parts, open_zip, safe_members, unpack_to_temp
+from carclf.atomic import atomic_output
 from carclf.bundle import (
     BUNDLE_DIR_MODE,
     LABELS_FILE,
@@ -74,19 +75,11 @@ def pack_bundle(model_dir: Union[str, Path], out_path: Union[str, Path]) -> Path
     read_bundle_meta(model_dir)  # refuse to pack a partial or foreign folder
     manifest = {"format": MANIFEST_KIND, "version": FILE_FORMAT_VERSION,
                 "files": {name: sha256_file(model_dir / name) for name in BUNDLE_FILES}}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".zip", dir=out_path.parent)
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic_output(out_path) as temp:
+        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
             for name in BUNDLE_FILES:
                 archive.write(model_dir / name, name)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, out_path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
     return out_path
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Optional
 
 from carclf.archive import ArchiveLimits, ArchiveSource, member_parts, open_zip, safe_members, unpack_to_temp
-from carclf.bundle import check_bundle_name, safe_bundle_name
 from carclf.data import KAGGLE_CSV, KAGGLE_IMAGE_DIR, scan_dataset
-from carclf.errors import ArchiveError, BundleError, DataError, ImageError
+from carclf.clock import now_iso
+from carclf.errors import ArchiveError, DataError, ImageError
 from carclf.images import is_image_file, probe_image
+from carclf.names import check_id, safe_id
 
 # Where the dashboard keeps uploaded datasets unless configured otherwise.
 DATASETS_DIR = "workspace/datasets"
@@ -55,12 +56,8 @@ class ImportReport:
 
 
 def check_dataset_name(name: str) -> str:
-    """Return ``name`` if it is a plain safe folder name, else raise ``DataError`` (no path escapes)."""
-    try:
-        return check_bundle_name(name)
-    except BundleError:
-        raise DataError(f"invalid dataset name {name!r}: use letters, digits, '.', '-' or '_' "
-                        "(starting with a letter or digit).") from None
+    """Return ``name`` if it is a plain safe folder name (carclf.names), else raise ``DataError``."""
+    return check_id(name, "dataset", DataError)
 
 
 def dataset_path(name: str, datasets_dir=DATASETS_DIR) -> Path:
@@ -141,7 +138,7 @@ def import_archive(
         warnings = [f"class {cls} has {n} photo{'s' if n != 1 else ''}: it gets no validation photos"
                     for cls, n in counts.items() if n < 2]
         final_name = _unique_name(datasets_dir, name or _default_name(source, plan.top))
-        _write_marker(root, {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        _write_marker(root, {"created_at": now_iso(),
                              "n_photos": len(info.items), "layout": info.layout, "source": _source_label(source)})
         target = datasets_dir / final_name
         root.rename(target)
@@ -194,12 +191,12 @@ def _plan(infos: list[zipfile.ZipInfo]) -> _Plan:
 
 def _default_name(source, top: tuple) -> str:
     if top:
-        return safe_bundle_name(top[0])
-    return safe_bundle_name(Path(_source_label(source)).stem or "dataset")
+        return safe_id(top[0], fallback="dataset")
+    return safe_id(Path(_source_label(source)).stem, fallback="dataset")
 
 
 def _unique_name(datasets_dir: Path, name: str) -> str:
-    name = check_dataset_name(safe_bundle_name(name))
+    name = check_dataset_name(safe_id(name, fallback="dataset"))
     candidate, number = name, 2
     while (datasets_dir / candidate).exists():
         candidate = f"{name}-{number}"

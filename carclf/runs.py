@@ -22,11 +22,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+from carclf.atomic import atomic_write_json
+from carclf.clock import now_iso, run_stamp
 from carclf.errors import RunError
+from carclf.names import safe_id
 
 # Default folder holding one sub-folder per run.
 RUNS_DIR = "runs"
@@ -110,14 +113,13 @@ def check_run_id(run_id: str) -> str:
 
 
 def slugify(name: str) -> str:
-    """A user's run name as a safe lower-case slug ('My run #2' -> 'my-run-2')."""
-    slug = re.sub(r"[^a-z0-9_]+", "-", str(name).lower()).strip("-_")[:MAX_NAME_CHARS].strip("-_")
-    return slug or "run"
+    """A user's run name as a safe lower-case slug ('My run #2' -> 'my-run-2'; carclf.names' rule)."""
+    return safe_id(str(name).lower(), fallback="run", max_chars=MAX_NAME_CHARS)
 
 
 def new_run_id(name: str, runs_dir=RUNS_DIR, now: Optional[datetime] = None) -> str:
     """``<slug>-<YYYYmmdd-HHMMSS>``, with a numeric suffix if that folder already exists."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    stamp = run_stamp(now)
     base = f"{slugify(name)}-{stamp}"
     run_id, counter = base, 1
     while (Path(runs_dir) / run_id).exists():
@@ -142,7 +144,7 @@ def create_run(config, runs_dir=RUNS_DIR) -> RunPaths:
     paths.checkpoints.mkdir()
     config = _with_absolute_paths(config)
     config.save(paths.config)
-    write_status(paths, state=QUEUED, run_id=paths.run_id, name=config.name, created_at=_now())
+    write_status(paths, state=QUEUED, run_id=paths.run_id, name=config.name, created_at=now_iso())
     return paths
 
 
@@ -191,7 +193,7 @@ def launch(paths: RunPaths) -> int:
             start_new_session=True, env=env, cwd=package_parent,
         )
     _CHILDREN[process.pid] = process
-    update_status(paths, state=QUEUED, pid=process.pid, error=None, launched_at=_now())
+    update_status(paths, state=QUEUED, pid=process.pid, error=None, launched_at=now_iso())
     return process.pid
 
 
@@ -254,7 +256,7 @@ def _lock_pid(handle) -> Optional[int]:
 
 def write_status(paths: RunPaths, **fields) -> dict:
     """Replace status.json with ``fields`` atomically (temp file + os.replace)."""
-    _atomic_write_json(paths.status, fields)
+    atomic_write_json(paths.status, fields, default=str)
     return fields
 
 
@@ -410,11 +412,3 @@ def _read_json_or_empty(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _atomic_write_json(path: Path, data: dict) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temp, path)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
