@@ -57,17 +57,17 @@ class FilePredictions:
 def predict_files(
     model,
     paths: Sequence,
-    tta: int = 0,
+    tta: Optional[int] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Optional[Progress] = None,
 ) -> FilePredictions:
     """Predict every file in ``paths`` with ``model`` (a ``carclf.predict.Predictor``), in batches.
 
-    ``tta`` 0 or 1 means one look at each photo; ``tta`` > 1 averages that many deterministic views.
+    ``tta`` is the number of deterministic views averaged per photo: 1 = one look (0 is read as 1), None =
+    the model's own (``model.default_tta``, the views its validation score was measured with).
     """
     paths = tuple(Path(p) for p in paths)
-    if isinstance(tta, bool) or not isinstance(tta, (int, np.integer)) or tta < 0:
-        raise ConfigError(f"tta must be a whole number >= 0, got {tta!r}.")
+    tta = model.views_for(tta)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch size must be a whole number >= 1, got {batch_size!r}.")
     num_classes = len(model.class_names)
@@ -75,7 +75,7 @@ def predict_files(
     errors: dict[int, str] = {}
     if paths:
         run = _predict_with_tta if tta > 1 else _predict_plain
-        run(model, paths, int(tta), int(batch_size), probabilities, errors, progress or _no_progress)
+        run(model, paths, tta, int(batch_size), probabilities, errors, progress or _no_progress)
     return FilePredictions(paths=paths, probabilities=probabilities, errors=errors)
 
 

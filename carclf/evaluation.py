@@ -23,6 +23,7 @@ import numpy as np
 from carclf.atomic import atomic_write_text
 from carclf.batch import DEFAULT_BATCH_SIZE, Progress, predict_files
 from carclf.errors import DataError
+from carclf.tta import OFF, view_count
 
 # File names written by ``EvalReport.save`` (the dashboard reads them back with ``EvalReport.load``).
 REPORT_FILE = "report.json"
@@ -77,7 +78,7 @@ class EvalReport:
     per_class: tuple  # ClassMetrics per label
     files: tuple  # FileResult per readable evaluated photo, in data order
     unreadable: tuple  # ((path, reason), ...)
-    tta: int = 0
+    tta: int = OFF  # views averaged per photo (1 = off)
     data_dir: str = ""
     model_name: str = ""
 
@@ -174,7 +175,7 @@ class EvalReport:
             per_class=tuple(ClassMetrics(name=name, **values) for name, values in summary["per_class"].items()),
             files=files,
             unreadable=tuple((u["path"], u["reason"]) for u in summary["unreadable"]),
-            tta=int(summary.get("tta", 0)),
+            tta=view_count(int(summary.get("tta", OFF))),  # reports from before 1 meant off said 0
             data_dir=summary.get("data_dir", ""),
             model_name=summary.get("model", ""),
         )
@@ -183,15 +184,16 @@ class EvalReport:
 def evaluate(
     model,
     data_dir,
-    tta: int = 0,
+    tta: Optional[int] = None,
     progress: Optional[Progress] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     top_k: int = TOP_K,
 ) -> EvalReport:
     """Score ``model`` (a Predictor, or a bundle folder to load) on the labelled folder ``data_dir``.
 
-    ``data_dir`` has one sub-folder per class, named like the model's classes. ``progress(done, total)``
-    is called after every batch.
+    ``data_dir`` has one sub-folder per class, named like the model's classes. ``tta`` views are averaged
+    per photo (1 = off); None = the model's own, so a bundle evaluated on its run's validation photos
+    reproduces its headline score. ``progress(done, total)`` is called after every batch.
     """
     from carclf.data import scan_dataset
 
@@ -204,6 +206,7 @@ def evaluate(
     class_map = map_classes(info.classes, model_classes)
     paths = [path for path, _ in info.items]
     true_index = np.array([class_map[label] for _, label in info.items], dtype=np.int64)
+    tta = model.views_for(tta)
     predictions = predict_files(model, paths, tta=tta, batch_size=batch_size, progress=progress)
 
     ok = predictions.ok
@@ -243,7 +246,7 @@ def build_report(
     files: Sequence[FileResult],
     model_classes: Sequence[str],
     unreadable: Sequence = (),
-    tta: int = 0,
+    tta: int = OFF,
     data_dir: str = "",
     model_name: str = "",
 ) -> EvalReport:

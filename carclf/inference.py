@@ -2,8 +2,9 @@
 
 On a 2-core CPU an eager Keras call is several times slower than a traced one and a TTA prediction that ran
 the classifier and the gate separately, view by view, would pay that price 16 times. So the classifier and
-the gate's ImageNet classifier (Resizing layers adapt the input to each) run inside ONE ``tf.function``
-with a fixed signature: eight TTA views or thirty-two photos are one call and one graph, traced once.
+the gate's ImageNet classifier run inside ONE ``tf.function`` with a fixed signature: eight TTA views or
+thirty-two photos are one call and one graph, traced once. Each model gets its input at its own size, rendered
+by the caller: a 64-px classifier sees exactly the pixels its validation photos had in training.
 """
 
 from __future__ import annotations
@@ -28,78 +29,55 @@ def model_input_size(model: keras.Model) -> int:
     return int(height)
 
 
-def build_branches(classifier: keras.Model | None, gate_classifier: keras.Model | None) -> dict[str, keras.Model]:
-    """One small model per output, all taking the same (S, S, 3) input, S the larger of the input sizes.
-
-    Either member may be None: the default model has no classifier (it reads the ImageNet output) and
-    evaluation without the gate has no gate classifier. A member built for a smaller size gets an
-    antialiased Resizing layer, so a 96-px classifier and the 224-px gate both see a properly scaled photo.
-    """
-    pairs = ((CLASSES_OUTPUT, classifier), (IMAGENET_OUTPUT, gate_classifier))
-    members = [(name, model) for name, model in pairs if model is not None]
-    if not members:
-        raise ValueError("build_branches needs a classifier, a gate classifier or both.")
-    size = max(model_input_size(model) for _, model in members)
-    branches = {}
-    for output_name, model in members:
-        image = keras.Input((size, size, 3), name="image")
-        own = model_input_size(model)
-        sized = image
-        if own != size:
-            sized = keras.layers.Resizing(own, own, antialias=True, name=f"resize_for_{output_name}")(image)
-        output = model(sized, training=False)
-        # a model rebuilt as keras.Model(inputs, outputs_list) (e.g. by save_bundle) returns a 1-item list
-        output = output[0] if isinstance(output, (list, tuple)) else output
-        branches[output_name] = keras.Model(image, output, name=f"{output_name}_branch")
-    return branches
-
-
 class InferenceFunction:
-    """``fn(uint8 batch, gate_rows=None) -> {"classes": (N, C), "imagenet": (M, 1000)}``, ONE traced call.
+    """``fn(images, gate_images=None) -> {"classes": (N, C), "imagenet": (M, 1000)}``, ONE traced call.
 
-    The classifier sees every row; the gate's ImageNet classifier only the rows in ``gate_rows`` (default:
-    all), so a TTA prediction can ask the gate about the unaltered view alone and save seven of its passes.
-    ``calls`` counts calls and ``traces`` graph tracings, so tests and benchmarks can check that a TTA
-    prediction is one call and that new batch sizes do not retrace.
+    ``images`` are at ``input_size`` (the classifier's own; the gate's for the default model, which has no
+    classifier), ``gate_images`` at ``gate_size``: a TTA prediction passes every view as ``images`` and each
+    photo alone as ``gate_images``, so the gate runs once per photo. Without ``gate_images`` the gate sees
+    ``images``. Either model may be None (evaluation runs the classifier alone). ``calls`` counts calls and
+    ``traces`` graph tracings, so tests and benchmarks can check that a TTA prediction is one call and that
+    new batch sizes do not retrace.
     """
 
     def __init__(self, classifier: keras.Model | None, gate_classifier: keras.Model | None):
-        self.branches = build_branches(classifier, gate_classifier)
-        self.input_size = model_input_size(next(iter(self.branches.values())))
+        pairs = ((CLASSES_OUTPUT, classifier), (IMAGENET_OUTPUT, gate_classifier))
+        self.branches = {name: model for name, model in pairs if model is not None}
+        if not self.branches:
+            raise ValueError("InferenceFunction needs a classifier, a gate classifier or both.")
+        self.sizes = {name: model_input_size(model) for name, model in self.branches.items()}
+        self.input_size = self.sizes.get(CLASSES_OUTPUT) or self.sizes[IMAGENET_OUTPUT]
+        self.gate_size = self.sizes.get(IMAGENET_OUTPUT)
         self.calls = 0
         self.traces = 0
-        size = self.input_size
-        self._traced = tf.function(
-            self._forward,
-            input_signature=[
-                tf.TensorSpec([None, size, size, 3], tf.uint8, name="images"),
-                tf.TensorSpec([None], tf.int32, name="gate_rows"),
-            ],
-        )
+        signature = {name: tf.TensorSpec([None, size, size, 3], tf.uint8, name=name)
+                     for name, size in self.sizes.items()}
+        self._traced = tf.function(self._forward, input_signature=[signature])
 
-    def _forward(self, images, gate_rows):
+    def _forward(self, feeds):
         self.traces += 1  # Python side effect: runs only while tracing
-        pixels = tf.cast(images, tf.float32)
         outputs = {}
-        if CLASSES_OUTPUT in self.branches:
-            outputs[CLASSES_OUTPUT] = self.branches[CLASSES_OUTPUT](pixels, training=False)
-        if IMAGENET_OUTPUT in self.branches:
-            outputs[IMAGENET_OUTPUT] = self.branches[IMAGENET_OUTPUT](tf.gather(pixels, gate_rows), training=False)
+        for name, model in self.branches.items():
+            output = model(tf.cast(feeds[name], tf.float32), training=False)
+            # a model rebuilt as keras.Model(inputs, outputs_list) (e.g. by save_bundle) returns a 1-item list
+            outputs[name] = output[0] if isinstance(output, (list, tuple)) else output
         return outputs
 
-    def _fit(self, batch: np.ndarray) -> np.ndarray:
-        """Resize a batch of another size to the input size (antialiased). Done outside the traced graph:
-        inside it, an always-on resize cost a quarter of the model's time even when sizes matched."""
-        if batch.shape[1:3] == (self.input_size, self.input_size):
-            return batch
-        resized = tf.image.resize(tf.cast(batch, tf.float32), (self.input_size, self.input_size), antialias=True)
-        return np.clip(np.rint(resized.numpy()), 0, 255).astype(np.uint8)
-
-    def __call__(self, images: np.ndarray, gate_rows=None) -> dict[str, np.ndarray]:
-        batch = np.asarray(images)
+    @staticmethod
+    def _fit(batch: np.ndarray, size: int) -> np.ndarray:
+        """Resize a batch of another size to ``size`` (antialiased). Done outside the traced graph: inside
+        it, an always-on resize cost a quarter of the model's time even when sizes matched."""
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             raise ValueError(f"expected an (N, H, W, 3) uint8 batch, got {batch.dtype} {batch.shape}.")
-        rows = np.arange(len(batch)) if gate_rows is None else np.asarray(gate_rows)
+        if batch.shape[1:3] == (size, size):
+            return batch
+        resized = tf.image.resize(tf.cast(batch, tf.float32), (size, size), antialias=True)
+        return np.clip(np.rint(resized.numpy()), 0, 255).astype(np.uint8)
+
+    def __call__(self, images: np.ndarray, gate_images: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        batch = np.asarray(images)
+        gate_batch = batch if gate_images is None else np.asarray(gate_images)
+        feeds = {name: batch if name == CLASSES_OUTPUT else gate_batch for name in self.branches}
         self.calls += 1
-        outputs = self._traced(tf.constant(self._fit(batch)), tf.constant(rows, dtype=tf.int32))
+        outputs = self._traced({name: tf.constant(self._fit(feed, self.sizes[name])) for name, feed in feeds.items()})
         return {name: value.numpy() for name, value in outputs.items()}

@@ -1,8 +1,10 @@
 """``carclf.load_model`` and the ``Predictor``: the one way to ask a model about photos.
 
 The dashboard, the CLI, evaluation and the benchmarks all go through here, so they see the same answers:
-photos read by the safe loader, TTA views rendered by ``carclf.tta``, the classifier and the car gate run
-together in ONE traced call per photo (``carclf.inference``), averaged and labelled with display names.
+photos read by the safe loader, TTA views rendered and averaged by ``carclf.tta.score_photos`` (the same
+scoring as training's final TTA score), the classifier and the car gate run together in ONE traced call per
+few photos (``carclf.inference``), answers labelled with display names. ``tta`` counts the views averaged
+(1 = off); left out, it is the model's own (``default_tta``: the views its validation score used).
 A Predictor wraps either a trained bundle (``kind="trained"``) or the built-in default model
 (``kind="default"``: ImageNet body types, see ``carclf.default_model``).
 """
@@ -17,19 +19,13 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from carclf import default_model
-from carclf.errors import ImageError
 from carclf.gate import CarGate, car_score
 from carclf.images import ImageSource, describe_source, load_image
 from carclf.results import Prediction, ViewResult, top_k_labels
-from carclf.tta import tta_views
+from carclf.tta import OFF, PhotoScore, ViewBatch, own_tta, score_photos, tta_views, view_count
 
 # Where bundles live when ``load_model()`` is called without a path (relative to the working directory).
 MODELS_DIR = "models"
-
-# TTA views (images) per model call in predict_batch. Measured with the default model on 2 cores: 22.6,
-# 21.0, 19.5 and 26.1 ms per image at 1, 8, 16 and 32 per call (bigger batches fall out of the CPU
-# caches), and peak RSS 0.9 / 1.1 / 1.5 GB at 16 / 32 / 64 per call.
-VIEWS_PER_CALL = 16
 
 # The key in a bundle's meta.json that may list its own TTA view names (see carclf.tta.VIEWS).
 TTA_VIEWS_META_KEY = "tta_views"
@@ -71,6 +67,8 @@ class Predictor:
         self.gate = CarGate.from_meta(self.meta)
         # Which TTA views, in which order (None = carclf.tta.DEFAULT_ORDER); callers may reassign it.
         self.tta_view_names: Optional[tuple[str, ...]] = tuple(self.meta.get(TTA_VIEWS_META_KEY) or ()) or None
+        # The views averaged when a caller does not say: those the model's validation score was measured with.
+        self.default_tta = own_tta(self.meta)
         self.classifier = classifier  # None for the default model (it reads the gate's ImageNet output)
         self.gate_classifier = gate_classifier
         # One traced call returns class probabilities and the gate's ImageNet probabilities together.
@@ -92,18 +90,27 @@ class Predictor:
             return default_model.BODY_TYPE_MAP.fold(outputs["imagenet"])
         return np.asarray(outputs["classes"], dtype=np.float64)
 
-    def score_arrays(self, batch: np.ndarray, gate_rows=None) -> tuple[np.ndarray, np.ndarray]:
-        """``(class probabilities (N, C), car scores)`` for an (N, H, W, 3) uint8 batch, in one call.
-
-        Car scores are for the rows in ``gate_rows`` (default: every row). The default model reads its
-        classes from the gate's ImageNet output, so there the gate always sees every row.
-        """
-        if self.classifier is None:
-            outputs = self.inference(batch)
-            rows = slice(None) if gate_rows is None else np.asarray(gate_rows)
-            return self._class_probs(outputs), car_score(outputs["imagenet"][rows])
-        outputs = self.inference(batch, gate_rows)
+    def score_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(class probabilities (N, C), car scores (N,))`` for an (N, H, W, 3) uint8 batch, in one call."""
+        outputs = self.inference(batch)
         return self._class_probs(outputs), car_score(outputs["imagenet"])
+
+    def _score_views(self, batch: ViewBatch) -> tuple[np.ndarray, np.ndarray]:
+        """``score_photos``' scorer: every view's class probabilities, the gate's score of each photo alone."""
+        if self.classifier is None:  # the default model reads its classes from the gate's output
+            imagenet = self.inference(batch.views)["imagenet"]
+            return self._class_probs({"imagenet": imagenet}), car_score(imagenet[batch.starts])
+        outputs = self.inference(batch.views, batch.gate_views)
+        return self._class_probs(outputs), car_score(outputs["imagenet"])
+
+    def views_for(self, tta: Optional[int] = None) -> int:
+        """The views ``tta`` asks for (1 = off, 0 read as 1); None: the model's own (``default_tta``)."""
+        return view_count(self.default_tta if tta is None else tta)
+
+    def _score_photos(self, images: list, tta: Optional[int], progress: Optional[Progress] = None) -> list:
+        gate_size = None if self.classifier is None else self.inference.gate_size
+        return score_photos(self._score_views, images, self.views_for(tta), self.img_size, self.tta_view_names,
+                            gate_size=gate_size, progress=progress)
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (N, C) for a prepared (N, H, W, 3) uint8 batch (any H, W; resized inside).
@@ -119,69 +126,41 @@ class Predictor:
         return np.asarray(self._classes_only(batch)["classes"], dtype=np.float64)
 
     # --- photos -----------------------------------------------------------------------------------------
-    def predict(self, image: ImageSource, tta: int = 1, top_k: int = DEFAULT_TOP_K) -> Prediction:
-        """Classify one photo (path, bytes, file object, PIL image or HxWx3 uint8) with ``tta`` views.
-
-        Raises ``ImageError`` when the photo cannot be read.
+    def predict(self, image: ImageSource, tta: Optional[int] = None, top_k: int = DEFAULT_TOP_K) -> Prediction:
+        """Classify one photo (path, bytes, file object, PIL image or HxWx3 uint8) averaging ``tta`` views
+        (1 = off; None = the model's own). Raises ``ImageError`` when the photo cannot be read.
         """
-        views, names = tta_views(image, tta, self.inference.input_size, self.tta_view_names)
-        probs, scores = self.score_arrays(views, gate_rows=[0])  # the gate judges the unaltered photo
-        return self._result(describe_source(image), names, probs, float(scores[0]), top_k)
+        scored = self._score_photos([image], tta)[0]
+        if scored.error is not None:
+            raise scored.error
+        return self._result(describe_source(image), scored, top_k)
 
     def predict_batch(
         self,
         images: Iterable[ImageSource],
-        tta: int = 1,
+        tta: Optional[int] = None,
         top_k: int = DEFAULT_TOP_K,
         progress: Optional[Progress] = None,
     ) -> list[Prediction]:
-        """Classify many photos, batching their views into few model calls.
+        """Classify many photos (``tta`` as in ``predict``), batching their views into few model calls.
 
         An unreadable photo gives a result with ``error`` set instead of stopping the batch.
         """
         images = list(images)
-        results: list[Optional[Prediction]] = [None] * len(images)
-        pending: list[tuple[int, np.ndarray, tuple[str, ...]]] = []
-        done = 0
+        return [
+            self._result(describe_source(image), scored, top_k) if scored.ok
+            else Prediction(source=describe_source(image), model_name=self.name, error=str(scored.error))
+            for image, scored in zip(images, self._score_photos(images, tta, progress))
+        ]
 
-        def flush():
-            nonlocal done
-            if not pending:
-                return
-            starts = np.cumsum([0] + [len(views) for _, views, _ in pending])
-            probs, scores = self.score_arrays(np.concatenate([views for _, views, _ in pending]), starts[:-1])
-            for number, (index, views, names) in enumerate(pending):
-                start, stop = starts[number], starts[number + 1]
-                results[index] = self._result(
-                    describe_source(images[index]), names, probs[start:stop], float(scores[number]), top_k
-                )
-            done += len(pending)
-            pending.clear()
-            if progress:
-                progress(done, len(images))
-
-        for index, image in enumerate(images):
-            try:
-                views, names = tta_views(image, tta, self.inference.input_size, self.tta_view_names)
-            except ImageError as error:
-                results[index] = Prediction(source=describe_source(image), model_name=self.name, error=str(error))
-                done += 1
-                continue
-            pending.append((index, views, names))
-            if sum(len(v) for _, v, _ in pending) >= VIEWS_PER_CALL:
-                flush()
-        flush()
-        if progress and done < len(images):
-            progress(len(images), len(images))
-        return results  # type: ignore[return-value]
-
-    def _result(self, source, names, probs: np.ndarray, score: float, top_k: int) -> Prediction:
-        """Average the views of one photo into a Prediction, keeping each view's vote."""
-        mean = probs.mean(axis=0)
+    def _result(self, source, scored: PhotoScore, top_k: int) -> Prediction:
+        """One photo's TTA answer as a Prediction, keeping each view's vote."""
+        probs = scored.view_probabilities
+        mean = scored.probabilities
         best = int(np.argmax(mean))
         views = [
             ViewResult(name, self.display_names[int(np.argmax(p))], float(p.max()), tuple(float(v) for v in p))
-            for name, p in zip(names, probs)
+            for name, p in zip(scored.names, probs)
         ]
         return Prediction(
             source=source,
@@ -189,8 +168,8 @@ class Predictor:
             probability=float(mean[best]),
             top_k=top_k_labels(mean, self.display_names, top_k),
             probabilities=tuple(float(v) for v in mean),
-            is_car=self.gate.is_car(score),
-            car_score=score,
+            is_car=self.gate.is_car(scored.photo_score),
+            car_score=scored.photo_score,
             views=views,
             tta_changed_answer=int(np.argmax(probs[0])) != best,
             model_name=self.name,
@@ -209,10 +188,10 @@ class Predictor:
         picture = load_image(image)
         if self.classifier is not None:
             if class_index is None:
-                class_index = int(np.argmax(self.predict(picture, tta=1).probabilities))
+                class_index = int(np.argmax(self.predict(picture, tta=OFF).probabilities))
             return grad_cam(self.classifier, picture, class_index)
         # Default model: explain the ImageNet class behind the predicted body type.
-        views, _ = tta_views(picture, 1, self.inference.input_size)
+        views, _ = tta_views(picture, OFF, self.inference.input_size)
         imagenet = self.inference(views)["imagenet"][0]
         column = int(np.argmax(default_model.BODY_TYPE_MAP.fold(imagenet))) if class_index is None else class_index
         return grad_cam(self.gate_classifier, picture, default_model.BODY_TYPE_MAP.imagenet_id_for(imagenet, column))
@@ -253,6 +232,18 @@ def load_model(path: Optional[str | Path] = None, models_dir: str | Path = MODEL
         if key not in _CACHE:
             _CACHE[key] = factory()
         return _CACHE[key]
+
+
+def model_tta(path: Optional[str | Path] = None, models_dir: str | Path = MODELS_DIR) -> int:
+    """A model's own TTA (``Predictor.default_tta``) read from its meta.json without loading it, so a page can
+    show it before the model is needed. ``path`` as in ``load_model``; the default model's is 1 (off)."""
+    from carclf.bundle import default_bundle, read_bundle_meta
+
+    if path is None:
+        path = default_bundle(models_dir) or default_model.DEFAULT_MODEL_NAME
+    if str(path) == default_model.DEFAULT_MODEL_NAME:
+        return OFF
+    return own_tta(read_bundle_meta(Path(path)))
 
 
 def clear_cache() -> None:
@@ -299,4 +290,4 @@ def _load_default() -> Predictor:
     )
 
 
-__all__ = ["Predictor", "load_model", "clear_cache", "gate_classifier"]
+__all__ = ["Predictor", "load_model", "model_tta", "clear_cache", "gate_classifier"]

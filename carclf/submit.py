@@ -59,14 +59,15 @@ def write_submission(
     model,
     test_dir,
     out,
-    tta: int = 0,
+    tta: Optional[int] = None,
     sample=None,
     allow_missing: bool = False,
     progress: Optional[Progress] = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> SubmissionResult:
     """Predict every photo in ``test_dir`` with ``model`` (a Predictor or a bundle folder) and write the
-    submission CSV to ``out``. See the module docstring for ``sample`` and ``allow_missing``."""
+    submission CSV to ``out``. ``tta`` views are averaged per photo (1 = off; None = the model's own). See
+    the module docstring for ``sample`` and ``allow_missing``."""
     from carclf.data import list_images
 
     test_dir = Path(test_dir)

@@ -234,7 +234,7 @@ class QueuedPredictor:
         with self._heavy_slot():
             return self.predictor.score_arrays(*args, **kwargs)
 
-    def predict_batch(self, images, tta: int = 1, top_k: Optional[int] = None, progress=None) -> list:
+    def predict_batch(self, images, tta: Optional[int] = None, top_k: Optional[int] = None, progress=None) -> list:
         """``Predictor.predict_batch`` in chunks of PHOTOS_PER_SLOT photos, one slot each (same results)."""
         images = list(images)
         options = {} if top_k is None else {"top_k": top_k}

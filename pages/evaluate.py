@@ -6,13 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from carclf.predict import model_tta
 from carclf.ui.navigation import page_frame
 from carclf.ui import charts, dataset_picker, loaders, sidebar, widgets, work_slot
 
 # Photos shown for one confusion cell (each may get a Grad-CAM overlay, ~1 s each on CPU).
 MAX_CELL_PHOTOS = 10
-# TTA views offered for evaluation (0 = original view only).
-MAX_TTA = 8
 # session_state key of the last report (kept so clicking a cell does not re-run the evaluation).
 REPORT_KEY = "eval_report"
 
@@ -109,7 +108,9 @@ def evaluate_page() -> None:
     st.title("Evaluate")
     model_path = model_ui()
     folder = dataset_picker.dataset_picker_ui("eval_data", folder_label="Labelled folder (one sub-folder per class)")
-    tta = st.slider("TTA views (0 = none)", 0, MAX_TTA, 0, key="eval_tta")
+    with widgets.user_errors():
+        own = model_tta(model_path or "default")  # read from the bundle's meta.json; the model loads on "Run"
+    tta = widgets.tta_ui("eval_tta", own, str(model_path))
     if st.button("Run evaluation", type="primary", disabled=folder is None, key="eval_run",
                  icon=":material/play_arrow:"):
         run_ui(model_path, folder, tta)
@@ -117,7 +118,8 @@ def evaluate_page() -> None:
     if not state:
         return
     report = state["report"]
-    st.caption(f"Model `{report.model_name}` on {dataset_picker.display_root(report.data_dir)} (TTA {report.tta}).")
+    views = f"TTA over {report.tta} views" if report.tta > 1 else "no TTA"
+    st.caption(f"Model `{report.model_name}` on {dataset_picker.display_root(report.data_dir)} ({views}).")
     scores_ui(report)
     true, pred = cell_choice_ui(report)
     cell_ui(report, state["model"], true, pred)

@@ -12,9 +12,6 @@ from carclf.images import load_image
 from carclf.ui.navigation import page_frame
 from carclf.ui import charts, loaders, sidebar, widgets, work_slot
 
-# TTA views offered by the slider (carclf.tta has 12; more than 8 rarely changes an answer).
-MAX_TTA_VIEWS = 12
-DEFAULT_TTA_VIEWS = 8
 # How many classes the bar chart shows.
 DEFAULT_TOP_K = 5
 # Photos per predict_batch call in the many-photos table: the progress bar moves after each chunk.
@@ -27,7 +24,7 @@ VIEW_THUMB_PX = 160
 class Options:
     """What the user asked for on this page."""
 
-    tta: int  # number of TTA views (1 = original only)
+    tta: int  # number of TTA views averaged (1 = off: the photo alone)
     top_k: int
     explain: bool  # draw the Grad-CAM overlay
 
@@ -46,13 +43,13 @@ class Photo:
         return stream
 
 
-def options_ui() -> Options:
-    cols = st.columns([1, 2, 2, 2])
-    use_tta = cols[0].toggle("TTA", value=True, key="predict_tta", help="Average several flipped/cropped views.")
-    views = cols[1].slider("TTA views", 2, MAX_TTA_VIEWS, DEFAULT_TTA_VIEWS, key="predict_views", disabled=not use_tta)
-    top_k = cols[2].slider("Top classes", 1, 10, DEFAULT_TOP_K, key="predict_top_k")
-    explain = cols[3].toggle("Grad-CAM", value=True, key="predict_explain", help="Where the model looked.")
-    return Options(tta=views if use_tta else 1, top_k=top_k, explain=explain)
+def options_ui(predictor) -> Options:
+    cols = st.columns([2, 2, 1])
+    model = str(predictor.path or predictor.name)
+    tta = widgets.tta_ui("predict_tta", predictor.default_tta, model, container=cols[0])
+    top_k = cols[1].slider("Top classes", 1, 10, DEFAULT_TOP_K, key="predict_top_k")
+    explain = cols[2].toggle("Grad-CAM", value=True, key="predict_explain", help="Where the model looked.")
+    return Options(tta=tta, top_k=top_k, explain=explain)
 
 
 def photos_ui() -> list[Photo]:
@@ -101,7 +98,7 @@ def views_ui(photo: Photo, result) -> None:
     """Each TTA view as the model saw it, with that view's top class."""
     from carclf.tta import tta_views
 
-    batch, names = tta_views(photo.stream(), len(result.views), VIEW_THUMB_PX)
+    batch, names = tta_views(photo.stream(), len(result.views), VIEW_THUMB_PX, [view.name for view in result.views])
     captions = [f"{name}: {view.label} ({view.probability:.0%})" for name, view in zip(names, result.views)]
     widgets.image_grid_ui(list(batch), captions, columns=min(6, len(captions)))
 
@@ -193,7 +190,7 @@ def predict_page() -> None:
     with widgets.user_errors():
         # every model call waits its turn in the server-wide line (memory stays flat with many visitors)
         predictor = work_slot.queued(loaders.load_predictor(sidebar.selected_model()))
-    options = options_ui()
+    options = options_ui(predictor)
     photos = photos_ui()
     if not photos:
         st.info("Upload car photos, take one with the camera, or pick a sample.", icon=":material/upload:")

@@ -52,8 +52,10 @@ def texts(elements) -> list[str]:
     return [str(e.value) for e in elements]
 
 
-def make_bundle(models_dir: Path, name: str, classes: list[str], display_names: list[str]) -> Path:
-    """A real (untrained, tiny) classifier saved as a bundle: efficientnet_lite0 at 32 px, random weights.
+def make_bundle(models_dir: Path, name: str, classes: list[str], display_names: list[str],
+                tta: int | None = None) -> Path:
+    """A real (untrained, tiny) classifier saved as a bundle: efficientnet_lite0 at 32 px, random weights;
+    ``tta``: the views its (pretend) validation score was measured with, stored in its meta.json.
 
     Its answers are arbitrary but deterministic; the tests check what the pages show, not accuracy.
     """
@@ -66,5 +68,7 @@ def make_bundle(models_dir: Path, name: str, classes: list[str], display_names: 
     keras.utils.set_random_seed(0)
     config = load_config(preset="quick", overrides={"img_size": 32, "weights": "none", "name": name})
     model = build_classifier(config, len(classes))
-    return save_bundle(model, models_dir / name, classes, display_names,
-                       meta={"backbone": config.backbone, "val_metrics": {"val_accuracy": 0.5}})
+    meta = {"backbone": config.backbone, "val_metrics": {"val_accuracy": 0.5}}
+    if tta is not None:
+        meta["tta"] = tta
+    return save_bundle(model, models_dir / name, classes, display_names, meta=meta)

@@ -48,6 +48,19 @@ def test_evaluate_report_and_confusion_cells(bundle, shared_data, tmp_path):
             assert len(at.image) == confusion[true, pred]
 
 
+def test_evaluate_starts_at_the_bundles_own_tta(app_env, shared_data, tmp_path):
+    bundle = make_bundle(app_env["models"], "tiny3", ["3", "9"], ["VAZ-2110", "VAZ-21099"], tta=3)
+    data = copy_photos(shared_data, LAYOUT, tmp_path / "val")
+    at = open_page("evaluate.py", model=str(bundle))
+    assert at.slider(key="eval_tta").value == 3
+    at.text_input(key="eval_data").set_value(str(data)).run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert any("TTA over 3 views" in text for text in texts(at.caption))
+    at.selectbox(key="eval_model").set_value("default").run()
+    assert at.slider(key="eval_tta").value == 1  # the default model's own: off
+
+
 def test_evaluate_unknown_class_is_one_line(bundle, shared_data, tmp_path):
     data = copy_photos(shared_data, {**LAYOUT, "audi": ["cars/vidhyagupta_car_brands_5/audi/test_66.jpg"]},
                        tmp_path / "val")

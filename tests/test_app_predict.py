@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from app_helpers import app_env, open_page, texts  # noqa: F401  (app_env is a fixture)
+from app_helpers import app_env, make_bundle, open_page, texts  # noqa: F401  (app_env is a fixture)
 
 CAR = "cars/sf_dl_car_classification_ostrebko/0/3076.jpg"  # a Lada Priora from the competition
 EXIF_CAR = "edge_cases/derived_format_variants_of_sf_images/exif_orientation6_class0_3076.jpg"
@@ -33,6 +33,8 @@ def _captions(at) -> list[str]:
 def test_one_car_photo_in_detail(app_env, shared_data):
     at = open_page("predict.py")
     assert not at.error, texts(at.error)
+    assert at.slider(key="predict_tta").value == 1  # the default model's own TTA: off
+    at.slider(key="predict_tta").set_value(8)
     _upload(at, ("3076.jpg", (shared_data / CAR).read_bytes(), "image/jpeg"))
     assert not at.error and not at.warning, texts(at.error) + texts(at.warning)
     verdict = at.success[0].value
@@ -48,7 +50,7 @@ def test_one_car_photo_in_detail(app_env, shared_data):
 
 def test_tta_off_and_fewer_classes(app_env, shared_data):
     at = open_page("predict.py")
-    at.toggle(key="predict_tta").set_value(False)
+    at.slider(key="predict_tta").set_value(1)
     at.toggle(key="predict_explain").set_value(False)
     at.slider(key="predict_top_k").set_value(2)
     _upload(at, ("car.jpg", (shared_data / EXIF_CAR).read_bytes(), "image/jpeg"))
@@ -56,6 +58,19 @@ def test_tta_off_and_fewer_classes(app_env, shared_data):
     captions = _captions(at)
     assert not [c for c in captions if c.startswith("original:")]  # no per-view grid without TTA
     assert not [c for c in captions if c.startswith("Grad-CAM")]
+
+
+def test_tta_starts_at_the_chosen_models_own(app_env, shared_data):
+    bundle = make_bundle(app_env["models"], "tiny", ["3", "9"], ["VAZ-2110", "VAZ-21099"], tta=3)
+    at = open_page("predict.py", model=str(bundle))
+    assert at.slider(key="predict_tta").value == 3
+    assert "default: the model's own, 3" in at.slider(key="predict_tta").help
+    at.toggle(key="predict_explain").set_value(False)
+    _upload(at, ("car.jpg", (shared_data / CAR).read_bytes(), "image/jpeg"))
+    views = [c for c in _captions(at) if ":" in c and "%" in c]
+    assert [c.split(":")[0] for c in views] == ["original", "flip", "center_crop"]
+    at.sidebar.selectbox(key="carclf_model_picker").set_value("default").run()
+    assert at.slider(key="predict_tta").value == 1  # another model: its own TTA again
 
 
 def test_non_car_photo_says_not_a_car(app_env, shared_data):
@@ -107,3 +122,14 @@ def test_sample_gallery(app_env, sample):
         assert "sports car" in at.success[0].value
     else:
         assert "Not a car" in at.warning[0].value
+
+
+def test_choosing_default_loads_the_built_in_model_even_beside_a_models_folder(app_env, monkeypatch, tmp_path):
+    """carclf.load_model(None) means "the newest bundle of ./models": the sidebar's Default must not."""
+    from carclf.ui import loaders
+
+    monkeypatch.chdir(tmp_path)
+    make_bundle(tmp_path / "models", "stray", ["3", "9"], ["VAZ-2110", "VAZ-21099"], tta=3)
+    predictor = loaders.load_predictor(None)
+    assert predictor.kind != "trained" and predictor.name != "stray", predictor
+    assert len(predictor.class_names) != 2

@@ -17,7 +17,7 @@ from carclf.predict import KIND_DEFAULT, KIND_TRAINED, Predictor, clear_cache, l
 from carclf.tta import tta_views
 
 CLF_SIZE = 32  # the tiny classifier's input
-GATE_SIZE = 48  # the tiny stand-in gate's input (different on purpose: exercises the Resizing layers)
+GATE_SIZE = 48  # the tiny stand-in gate's input (different on purpose: each model gets its own rendering)
 CLASSES = ("0", "1", "2")
 DISPLAY = ("Lada Priora", "Ford Focus", "VAZ-2114 Samara")
 
@@ -75,21 +75,21 @@ def test_tta_prediction_is_one_model_call_and_batch_sizes_do_not_retrace(predict
     predictor.predict_batch(photos, tta=3)
     assert predictor.inference.traces == traces
     assert len(result.views) == 8 and len(result.top_k) == 2
-    # the gate's ImageNet classifier runs only on the rows asked for (one unaltered view per photo)
-    views, _ = tta_views(photos[0], 8, predictor.inference.input_size)
-    outputs = predictor.inference(views, [0])
+    # the classifier sees every view at its own size, the gate each photo alone at its own size
+    assert (predictor.inference.input_size, predictor.inference.gate_size) == (CLF_SIZE, GATE_SIZE)
+    views, _ = tta_views(photos[0], 8, CLF_SIZE)
+    outputs = predictor.inference(views, tta_views(photos[0], 1, GATE_SIZE)[0])
     assert outputs["classes"].shape == (8, len(CLASSES)) and outputs["imagenet"].shape == (1, 1000)
 
 
 def test_result_is_the_average_of_the_views(predictor, photos):
     result = predictor.predict(photos[0], tta=8, top_k=3)
-    views, names = tta_views(photos[0], 8, predictor.inference.input_size)
-    # the same photo through each model separately, outside the traced inference function
-    resize = keras.layers.Resizing(CLF_SIZE, CLF_SIZE, antialias=True)
-    clf_views = keras.ops.convert_to_numpy(resize(views.astype("float32")))
-    expected = predictor.classifier.predict_on_batch(clf_views)
-    np.testing.assert_allclose(result.probabilities, expected.mean(axis=0), atol=1e-4)
-    original = views[:1].astype("float32")  # the joint input is the gate's size: no resizing for the gate
+    # the same photo through each model separately, outside the traced inference function: the classifier
+    # on the views rendered at its own input size (as in training), the gate on the photo alone at its size
+    views, names = tta_views(photos[0], 8, CLF_SIZE)
+    expected = predictor.classifier.predict_on_batch(views.astype("float32"))
+    np.testing.assert_allclose(result.probabilities, expected.mean(axis=0), atol=1e-5)
+    original = tta_views(photos[0], 1, GATE_SIZE)[0].astype("float32")
     expected_score = car_score(predictor.gate_classifier.predict_on_batch(original))[0]
     assert result.car_score == pytest.approx(expected_score, abs=1e-5)  # the gate judges the unaltered view
     assert result.label == DISPLAY[int(np.argmax(expected.mean(axis=0)))]

@@ -32,7 +32,7 @@ def test_resolve_views_count_and_original_first(n, expected):
     "n, names, message",
     [
         (len(VIEWS) + 1, None, "more views"),
-        (-1, None, ">= 0"),
+        (-1, None, r">= 1 \(1 = off\)"),
         (2.5, None, "whole number"),
         (2, ["original", "sideways"], "unknown TTA view"),
         (2, ["flip", "original"], "must be 'original'"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from carclf.commands.predict import TTA_HELP
+
 HELP = "Evaluate a model on a labelled folder: accuracy, per-class metrics, confusion matrix, mistakes."
 
 # Confusions listed in the readable summary (the full matrix is in --out / --json).
@@ -15,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL_DIR", help="bundle folder (models/<name>) or 'default'")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="labelled folder: DIR/<class>/*.jpg or DIR/train.csv + DIR/train/")
-    parser.add_argument("--tta", type=int, default=0, metavar="N", help="average N test-time views (0 = off)")
+    parser.add_argument("--tta", type=int, default=None, metavar="N", help=TTA_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     parser.add_argument("--out", metavar="DIR",
                         help="also write report.json, per_class.csv, confusion.csv, misclassified.csv here")

@@ -19,6 +19,9 @@ PROGRESS_MIN_IMAGES = 8
 FILE_WIDTH = 32
 LABEL_WIDTH = 24
 
+# --tta of predict, evaluate and submit (the model's own = the bundle's meta.json "tta", see carclf.tta.own_tta).
+TTA_HELP = "average N test-time views per photo (1 = off; default: the model's own, the views of its val score)"
+
 # Exit code when some photos could not be read (user errors raised as CarclfError exit with 2).
 EXIT_UNREADABLE = 1
 
@@ -26,7 +29,7 @@ EXIT_UNREADABLE = 1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL_DIR", help="bundle folder (models/<name>) or 'default'")
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="photo files and/or folders of photos")
-    parser.add_argument("--tta", type=int, default=1, metavar="N", help="average N test-time views (1 = off)")
+    parser.add_argument("--tta", type=int, default=None, metavar="N", help=TTA_HELP)
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="how many labels to list per photo")
     parser.add_argument("--json", action="store_true", help="print one JSON object per photo (JSON Lines)")
     parser.add_argument("--recursive", action="store_true", help="also look for photos in sub-folders")

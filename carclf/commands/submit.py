@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from carclf.commands.predict import TTA_HELP
+
 HELP = "Predict a folder of test photos and write a Kaggle Id,Category submission CSV."
 
 
@@ -13,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL_DIR", help="bundle folder (models/<name>) or 'default'")
     parser.add_argument("--test-dir", required=True, metavar="DIR", help="folder of test photos (<Id>.jpg)")
     parser.add_argument("--out", required=True, metavar="CSV", help="where to write the submission")
-    parser.add_argument("--tta", type=int, default=0, metavar="N", help="average N test-time views (0 = off)")
+    parser.add_argument("--tta", type=int, default=None, metavar="N", help=TTA_HELP)
     parser.add_argument("--sample", metavar="CSV",
                         help="the competition's sample-submission.csv: same ids, order and header")
     parser.add_argument("--allow-missing", action="store_true",

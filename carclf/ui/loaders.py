@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 import carclf
+from carclf.default_model import DEFAULT_MODEL_NAME
 from carclf.images import is_image_file, load_image
 from carclf.ui import settings
 
@@ -23,8 +24,12 @@ def _load_predictor(path: str | None, stamp: float):
 
 
 def load_predictor(path: str | None):
-    """The Predictor for a bundle folder, or the default model for ``None`` (raises carclf errors)."""
-    stamp = Path(path).stat().st_mtime if path and Path(path).exists() else 0.0
+    """The Predictor for a bundle folder, or the built-in default model for ``None`` (raises carclf errors).
+
+    None is passed on as "default": carclf.load_model(None) would pick the newest bundle of ./models.
+    """
+    path = path or DEFAULT_MODEL_NAME
+    stamp = Path(path).stat().st_mtime if path != DEFAULT_MODEL_NAME and Path(path).exists() else 0.0
     return _load_predictor(path, stamp)
 
 

@@ -95,3 +95,19 @@ def confirm_ui(label: str, key: str, question: str, confirm: str = "Yes, delete"
 def _confirm(pending: str, confirmed: str) -> None:
     st.session_state[pending] = False
     st.session_state[confirmed] = True
+
+
+def tta_ui(key: str, own: int, model: str, container=st) -> int:
+    """A "TTA views" slider (1 = off) that starts at the model's own TTA, and again whenever ``model``
+    (whatever names the chosen model) changes, so by default a page scores like the model's own run."""
+    from carclf.tta import VIEWS
+
+    shown_for = f"{key}_model"
+    if st.session_state.get(shown_for) != model or key not in st.session_state:  # new model, or page revisited
+        st.session_state[key] = min(max(own, 1), len(VIEWS))
+        st.session_state[shown_for] = model
+    return container.slider(
+        "TTA views", 1, len(VIEWS), key=key,
+        help=f"Average this many flipped/cropped/brightened views of each photo (1 = off; default: the "
+             f"model's own, {own}: the views its validation score was measured with).",
+    )
