@@ -14,7 +14,8 @@ import sys
 from carclf.errors import CarclfError
 
 # Commands that never touch TensorFlow (they only read run folders): no need to pay for importing it.
-COMMANDS_WITHOUT_TENSORFLOW = frozenset({"runs"})
+# The doctor imports it itself, only when some photo is not in its embedding cache yet (a second run is fast).
+COMMANDS_WITHOUT_TENSORFLOW = frozenset({"runs", "doctor"})
 
 # Subcommand name -> module in carclf.commands. Modules are imported only when listed in --help or run,
 # so that ``python -m carclf --help`` does not pay for importing TensorFlow.
@@ -26,6 +27,7 @@ COMMANDS = {
     "submit": "submit",
     "export": "export",
     "bundle": "bundle",
+    "doctor": "doctor",
 }
 
 

@@ -6,6 +6,10 @@ Two layouts are understood, each a ``LayoutSpec`` in ``LAYOUTS`` (tried in order
   "sf-dl-car-classification" competition. CSV rows without a file and files without a CSV row are reported.
 - ``folders``: ``DIR/<class>/*.jpg`` (any depth below the class folder).
 
+Both honour the user's decisions file (``DIR/carclf-decisions.csv``, see ``carclf.decisions``): excluded
+photos are left out and relabelled ones counted under their new class, so training, evaluation and the
+pages all see the reviewed dataset while the photos on disk stay untouched.
+
 Unreadable files (empty, not an image, absurdly large) are found by a cheap header check, reported once
 and skipped, never fatal: one bad photo among 15,000 must not stop a training run.
 """
@@ -80,6 +84,8 @@ class DatasetInfo:
     missing: tuple[str, ...] = ()  # kaggle: CSV ids whose file does not exist
     unlisted: tuple[Path, ...] = ()  # kaggle: image files under train/ with no CSV row
     rejected: tuple[tuple[str, str], ...] = ()  # kaggle: (row "Id,Category", reason) pointing outside train/
+    excluded: tuple[Item, ...] = ()  # left out by the decisions file (with their label on disk)
+    relabelled: tuple[tuple[Path, int, int], ...] = ()  # (path, label on disk, label decided), both indices
 
     @property
     def num_classes(self) -> int:
@@ -99,6 +105,16 @@ class DatasetInfo:
         tally = Counter(item.label for item in self.items)
         return {name: tally.get(index, 0) for index, name in enumerate(self.classes)}
 
+    @property
+    def counts_before(self) -> dict[str, int]:
+        """Photos per class as on disk, before the decisions file (excluded back in, relabels undone)."""
+        tally = Counter(item.label for item in self.items)
+        for _, disk, decided in self.relabelled:
+            tally[decided] -= 1
+            tally[disk] += 1
+        tally.update(item.label for item in self.excluded)
+        return {name: tally.get(index, 0) for index, name in enumerate(self.classes)}
+
     def summary(self) -> dict:
         """A JSON-ready summary for run folders and bundle metadata."""
         return {
@@ -112,6 +128,8 @@ class DatasetInfo:
             "missing": len(self.missing),
             "unlisted": len(self.unlisted),
             "rejected": len(self.rejected),
+            "excluded": len(self.excluded),
+            "relabelled": len(self.relabelled),
         }
 
 
@@ -275,6 +293,7 @@ def scan_dataset(
     class_names: Union[Mapping[str, str], Sequence[str], None] = None,
     progress: Optional[ProgressCallback] = None,
     min_classes: int = 2,
+    decisions: bool = True,
 ) -> DatasetInfo:
     """Find the classes and usable photos under ``path``.
 
@@ -284,6 +303,9 @@ def scan_dataset(
     ``class_names`` gives display names, as ``{class: name}`` or a list in class order; otherwise they
     come from ``DIR/labels.json``, then the layout's defaults (the ten competition names), then the
     class folder names. Raises ``DataError`` when the folder cannot be used for training.
+
+    ``decisions`` (default True) applies ``DIR/carclf-decisions.csv``: excluded photos are left out (listed
+    in ``DatasetInfo.excluded``), relabels applied (``DatasetInfo.relabelled``); a bad row is a ``DataError``.
     """
     root = Path(path).expanduser().resolve()  # absolute: item paths must not depend on the cwd
     if not root.is_dir():
@@ -298,13 +320,17 @@ def scan_dataset(
     _check_classes(root, classes, found.files, min_classes)
 
     candidates = [(p, index) for index, name in enumerate(classes) for p in found.files[name]]
+    excluded, relabelled = [], []
+    if decisions:
+        candidates, excluded, relabelled = _apply_decisions(root, classes, candidates)
     items, unreadable = _check_files(candidates, progress)
     _report(root, unreadable, found.missing, found.unlisted, found.rejected)
     kept = Counter(label for _, label in items)
     empty = [name for index, name in enumerate(classes) if not kept.get(index)]
     if empty:
-        raise DataError(f"{root}: no readable images for class(es) {', '.join(empty)}; "
-                        "fix or remove the unreadable files listed in the log.")
+        because = " or excluded in the decisions file" if excluded else ""
+        raise DataError(f"{root}: no readable images for class(es) {', '.join(empty)}; fix or remove the "
+                        f"unreadable files listed in the log{because}.")
     names = _display_names(root, classes, class_names, layout.default_names)
     return DatasetInfo(
         root=root,
@@ -316,7 +342,35 @@ def scan_dataset(
         missing=tuple(found.missing),
         unlisted=tuple(found.unlisted),
         rejected=tuple(found.rejected),
+        excluded=tuple(Item(p, label) for p, label in excluded),
+        relabelled=tuple(relabelled),
     )
+
+
+def _apply_decisions(root: Path, classes: list[str], candidates: list[tuple[Path, int]]):
+    """(kept candidates with decided labels, excluded (path, label), relabelled (path, old, new))."""
+    from carclf.decisions import load_decisions
+
+    decided = load_decisions(root, classes)
+    if not decided:
+        return candidates, [], []
+    index = {name: i for i, name in enumerate(classes)}
+    kept, excluded, relabelled = [], [], []
+    for path, label in candidates:
+        decision = decided.get(path.relative_to(root).as_posix())
+        if decision is None or decision.action == "keep":
+            kept.append((path, label))
+        elif decision.action == "exclude":
+            excluded.append((path, label))
+        else:
+            new = index[decision.label]
+            kept.append((path, new))
+            if new != label:
+                relabelled.append((path, label, new))
+    kept.sort(key=lambda c: (c[1], natural_key(c[0])))  # items stay sorted by class, then path
+    if excluded or relabelled:
+        LOG.info("%s: decisions file: %d photo(s) excluded, %d relabelled", root, len(excluded), len(relabelled))
+    return kept, excluded, relabelled
 
 
 def _check_classes(root: Path, classes: list[str], files: Mapping[str, list[Path]], min_classes: int = 2) -> None:
