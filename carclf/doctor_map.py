@@ -1,6 +1,6 @@
 """A 2-D map of a dataset: every photo placed by its backbone features, for a scatter plot.
 
-PCA (NumPy's SVD), not t-SNE or UMAP, on purpose:
+PCA (the first two principal axes, by subspace iteration), not t-SNE or UMAP, on purpose:
 - it is deterministic and stable: re-running the doctor after excluding five photos moves the other
   points only slightly, so a user can find "that cluster" again; t-SNE/UMAP rearrange the whole map
   from run to run and their distances between clusters mean nothing;
@@ -16,6 +16,28 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+
+
+# Subspace iteration: vectors iterated together (more than the 2 wanted, so those 2 converge fast) and rounds.
+_BLOCK = 8
+_ROUNDS = 40
+
+
+def top_components(centred: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` principal axes (k, D) of centred rows, by subspace iteration from a fixed start.
+
+    A full SVD of 1,000 x 1,280 features took 4-11 s on 2 busy cores, on every map; iterating a small
+    block of vectors takes a tenth of a second and converges to the same axes (up to sign).
+    """
+    n_rows, n_cols = centred.shape
+    block = min(_BLOCK, n_rows, n_cols)
+    basis = np.random.default_rng(0).standard_normal((n_cols, block))
+    for _ in range(_ROUNDS):
+        basis, _ = np.linalg.qr(centred.T @ (centred @ basis))
+    projected = centred @ basis  # Rayleigh-Ritz: order the block's axes by explained variance
+    values, vectors = np.linalg.eigh(projected.T @ projected)
+    order = np.argsort(values)[::-1][:k]
+    return (basis @ vectors[:, order]).T
 
 
 def project_2d(features: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
@@ -34,8 +56,7 @@ def project_2d(features: np.ndarray, mask: Optional[np.ndarray] = None) -> np.nd
         out[mask] = 0.0
         return out
     centred = rows - rows.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    components = vt[:2]
+    components = top_components(centred, 2)
     signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
     coords = centred @ (components * signs[:, None]).T
     if coords.shape[1] < 2:

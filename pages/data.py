@@ -1,4 +1,5 @@
-"""Data: what is in a dataset folder before training on it (classes, counts, samples, unreadable files)."""
+"""Data: what is in a dataset folder before training on it (classes, counts, samples, unreadable files), and its
+health: the data doctor's findings, reviewed and fixed photo by photo (carclf.ui.health)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from carclf.ui.navigation import page_frame
-from carclf.ui import charts, dataset_picker, loaders, widgets
+from carclf.ui import charts, dataset_picker, health, loaders, widgets
 
 # Photos shown per class in the sample grid.
 SAMPLES_PER_CLASS = 5
@@ -52,13 +53,19 @@ def data_page() -> None:
     folder = dataset_picker.dataset_picker_ui("data_folder", folder_label="Dataset folder")
     dataset_picker.delete_dataset_ui(folder, key="data")
     if st.button("Rescan", key="data_rescan", icon=":material/refresh:"):
-        loaders.scan_dataset.clear()
+        loaders.clear_scans()
     if folder is None:
         return
-    with widgets.user_errors():
+    info = None
+    with widgets.user_errors(stop=False):
         info = loaders.scan_dataset(str(folder))
+    if info is None:
+        health.clear_ui(folder)  # a bad row in the decisions file stops the scan: offer to clear it
+        return
     summary_ui(info)
+    health.decisions_ui(info)
     problems_ui(info)
+    health.health_ui(folder)
     samples_ui(info)
 
 

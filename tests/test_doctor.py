@@ -12,7 +12,7 @@ import pytest
 from carclf.data import scan_dataset
 from carclf.decisions import load_decisions, set_decision
 from carclf.doctor import KINDS, apply_fixes, diagnose, fixes
-from carclf.doctor_map import map_points, project_2d
+from carclf.doctor_map import map_points, project_2d, top_components
 from carclf.embedding_cache import build_embedder
 
 from conftest import REPO_ROOT
@@ -122,6 +122,11 @@ def test_map_places_every_readable_photo(case):
     coords = project_2d(report.features)
     assert coords.shape == (report.n_images, 2)
     assert np.allclose(project_2d(report.features), coords)  # deterministic
+    # the iterated axes are the principal axes a full SVD finds, on these real features
+    rows = report.features[np.abs(report.features).sum(axis=1) > 0]
+    centred = rows - rows.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    assert np.allclose(np.abs(np.sum(top_components(centred, 2) * vt[:2], axis=1)), 1.0, atol=1e-4)
 
 
 def test_cli_prints_json_from_the_cache_and_applies_fixes(case, tmp_path):

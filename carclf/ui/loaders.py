@@ -66,8 +66,26 @@ SCAN_TTL_S = 300
 
 
 @st.cache_data(show_spinner="Scanning the folder…", ttl=SCAN_TTL_S, max_entries=8)
-def scan_dataset(path: str):
-    """carclf.data.scan_dataset, cached by folder (raises DataError for unusable folders)."""
+def _scan_dataset(path: str, decisions_stamp: tuple):
+    del decisions_stamp
     from carclf.data import scan_dataset as scan
 
     return scan(path)
+
+
+def scan_dataset(path: str):
+    """carclf.data.scan_dataset, cached by folder and by its decisions file's mtime, so a keep/exclude/relabel
+    recorded on the Data page shows at once (raises DataError for unusable folders)."""
+    from carclf.decisions import decisions_path
+
+    try:
+        stat = decisions_path(path).stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    except OSError:  # no decisions file (or an unreadable one: the scan reports it)
+        stamp = ()
+    return _scan_dataset(path, stamp)
+
+
+def clear_scans() -> None:
+    """Forget every cached scan (the Data page's Rescan button)."""
+    _scan_dataset.clear()
