@@ -8,15 +8,19 @@ epoch as finished and can resume from its last complete one.
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from pathlib import Path
 
 import keras
 
 from carclf import runs
+from carclf.atomic import atomic_output, atomic_write_json
+from carclf.clock import now_iso
 from carclf.runs import HISTORY_COLUMNS, RunPaths
 
 # The heartbeat is rewritten at most this often between epoch ends (seconds): often enough for a live
@@ -120,12 +124,10 @@ def truncate_history(paths: RunPaths, first_epoch: int) -> None:
     kept = [row for row in rows if row.get("epoch") and int(row["epoch"]) < first_epoch]
     if len(kept) == len(rows):
         return
-    temp = paths.history.with_name(f".{paths.history.name}.tmp")
-    with open(temp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_output(paths.history) as temp, open(temp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(kept)
-    os.replace(temp, paths.history)
 
 
 class StatusHeartbeat(keras.callbacks.Callback):
@@ -145,7 +147,7 @@ class StatusHeartbeat(keras.callbacks.Callback):
         self._last_beat = time.monotonic()
         runs.update_status(
             self.paths, state=runs.RUNNING, pid=os.getpid(), stage=self.stage, stages_total=self.stages_total,
-            epochs_total=self.epochs_total, heartbeat_at=_now(), **fields,
+            epochs_total=self.epochs_total, heartbeat_at=now_iso(), **fields,
         )
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
@@ -174,5 +176,71 @@ def _is_number(value) -> bool:
     return True
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+class EpochBackup(keras.callbacks.Callback):
+    """Saves weights and optimizer state after every epoch, so a killed or stopped stage resumes there.
+
+    ``restore_backup`` reads it back and returns the epoch to pass as ``fit(initial_epoch=...)``: the
+    resume goes through Keras' public API. Each epoch's weights get their own file and ``backup.json``
+    (written last, atomically) names the newest complete one, so a kill mid-save leaves the previous
+    epoch's backup usable.
+    """
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = Path(folder)
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch_{epoch + 1}.weights.h5"
+        with atomic_output(self.folder / name) as temp:
+            self.model.save_weights(temp)
+        atomic_write_json(self.folder / BACKUP_INDEX, {"epoch": epoch + 1, "weights": name})
+        for old in self.folder.glob("epoch_*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+# The file in a stage's backup folder naming its newest complete epoch backup.
+BACKUP_INDEX = "backup.json"
+
+
+def restore_backup(model, folder) -> int:
+    """Load the newest ``EpochBackup`` in ``folder`` into the compiled ``model``; return its epoch (0 = none)."""
+    index = Path(folder) / BACKUP_INDEX
+    if not index.is_file():
+        return 0
+    saved = json.loads(index.read_text(encoding="utf-8"))
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded into
+    model.load_weights(Path(folder) / saved["weights"])
+    return int(saved["epoch"])
+
+
+class CosineSchedule(keras.callbacks.Callback):
+    """Linear warm-up from 0 over ``warmup_epochs``, then cosine decay to 0 at the end of ``epochs``.
+
+    Set per batch on the optimizer's learning rate (a plain variable, so ``HistoryCSV`` reads it and
+    resuming at any epoch continues the same curve: ``fit`` passes absolute epochs).
+    """
+
+    def __init__(self, base_lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0):
+        super().__init__()
+        self.base_lr = float(base_lr)
+        self.epochs = int(epochs)
+        self.steps = max(1, int(steps_per_epoch))
+        self.warmup = float(warmup_epochs)
+        self._epoch = 0
+
+    def rate_at(self, progress: float) -> float:
+        """The learning rate ``progress`` epochs into the stage (fractions within an epoch)."""
+        if progress < self.warmup:
+            return self.base_lr * (progress + 1 / self.steps) / self.warmup  # never exactly 0 on the first step
+        span = max(self.epochs - self.warmup, 1e-9)
+        return self.base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - self.warmup) / span)))
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        self.model.optimizer.learning_rate = self.rate_at(self._epoch + batch / self.steps)

@@ -4,8 +4,8 @@ As in nanoGPT, everything a run needs to be reproduced lives in one place and is
 results. Config flows one way: preset YAML -> user YAML -> CLI/form overrides -> ``TrainConfig`` (validated
 once, here) -> training. Unknown keys and wrong types raise ``ConfigError`` naming the key.
 
-Presets are data: ``carclf/presets/train/<name>.yaml`` (``quick`` for CPU, ``full`` for GPU). A preset
-lists only the values it changes from the defaults below.
+Presets are data: ``carclf/presets/train/<name>.yaml`` (``fast`` and ``quick`` for CPU, ``full`` for GPU).
+A preset lists only the values it changes from the defaults below.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ class StageConfig:
     learning_rate: float = 1e-3  # initial learning rate of the stage's optimizer
     unfreeze: str = "none"  # "none" = head only, "all" = whole backbone, "30%" = that share of its layers, "12 layers" = the last 12 (see parse_unfreeze)
     patience: int = 3  # early stopping patience (epochs without val_loss improvement) in this stage
+    cached_views: int = 0  # 0 = photos go through the backbone every epoch; K >= 1 (head stages only, unfreeze "none") = the frozen backbone runs once over K views of each training photo (the photo itself, then K-1 augmented) and once over the validation photos, and the head trains on those features in seconds
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"  # plateau = constant rate cut by ReduceLROnPlateau; cosine = warm-up then cosine decay to 0 over the stage's epochs (ReduceLROnPlateau off)
+    warmup_epochs: float = 0.0  # cosine only: epochs (fractions allowed) of linear warm-up from 0 at the stage start
+    img_size: int = 0  # 0 = the run's img_size; else this stage trains at this side (progressive resizing: fine-tune small, finish at the run's size)
 
 
 def _default_stages() -> list[StageConfig]:
@@ -105,7 +109,7 @@ class TrainConfig:
     mixed_precision: Union[Literal["auto"], bool] = "auto"  # auto = on when a GPU is present
     xla: Union[Literal["auto"], bool] = "auto"  # auto = jit_compile on GPU only
     # --- evaluation and output ---
-    tta: int = 0  # test-time-augmentation views for the final validation score (0 = none)
+    tta: int = 1  # test-time-augmentation views averaged for the final validation score (1 = off; 0 read as 1)
     models_dir: str = "models"  # where the exported bundle goes
 
     @property
@@ -134,9 +138,9 @@ class TrainConfig:
         """Write the config as commented-free YAML (the presets hold the comments)."""
         import yaml
 
-        path = Path(path)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
-        return path
+        from carclf.atomic import atomic_write_text
+
+        return atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
     def replace(self, **overrides) -> "TrainConfig":
         """A validated copy with top-level ``overrides`` applied (None values are ignored)."""
@@ -211,7 +215,7 @@ def validate(config: TrainConfig) -> None:
         (config.weight_decay >= 0.0, "weight_decay", "must be >= 0"),
         (0.0 < config.reduce_lr_factor <= 1.0, "reduce_lr_factor", "must be in (0, 1]"),
         (config.aug_weaken_last >= 0, "aug_weaken_last", "must be >= 0"),
-        (config.tta >= 0, "tta", "must be >= 0"),
+        (config.tta >= 0, "tta", "must be a number of views >= 1 (1 = off)"),
         (config.max_images_per_class >= 0, "max_images_per_class", "must be >= 0"),
         (config.min_learning_rate >= 0.0, "min_learning_rate", "must be >= 0"),
         (bool(config.name.strip()), "name", "must not be empty"),
@@ -228,6 +232,11 @@ def validate(config: TrainConfig) -> None:
             (stage.epochs >= 1, f"stages[{index}].epochs", "must be at least 1"),
             (stage.learning_rate > 0.0, f"stages[{index}].learning_rate", "must be > 0"),
             (stage.patience >= 1, f"stages[{index}].patience", "must be at least 1"),
+            (stage.cached_views >= 0, f"stages[{index}].cached_views", "must be 0 (off) or at least 1"),
+            (not stage.cached_views or stage.unfreeze == "none", f"stages[{index}].cached_views",
+             f"needs unfreeze: none (features can be cached only from a frozen backbone; this stage unfreezes {stage.unfreeze})"),
+            (0.0 <= stage.warmup_epochs < stage.epochs, f"stages[{index}].warmup_epochs", "must be >= 0 and below the stage's epochs"),
+            (stage.img_size == 0 or stage.img_size >= MIN_IMG_SIZE, f"stages[{index}].img_size", f"must be 0 (the run's img_size) or >= {MIN_IMG_SIZE}"),
         ]
     for ok, key, message in checks:
         if not ok:

@@ -142,3 +142,42 @@ def set_trainable(model: keras.Model, unfreeze: str) -> int:
     for layer in backbone.layers:
         layer.trainable = id(layer) in chosen  # BatchNorm and weightless layers: never trainable here
     return count
+
+
+# The head layer whose output is the pooled feature vector, per pooling (see build_head).
+POOL_LAYER = {"avg": "avg_pool", "max": "max_pool", "avgmax": "avgmax_pool"}
+
+
+def pooled_features_model(model: keras.Model) -> keras.Model:
+    """Photo -> the head's pooled feature vector, through the (frozen, inference-mode) backbone.
+
+    What a cached-feature head stage computes once per photo view: everything before the head's first
+    trainable layer. Shares its layers (and weights) with ``model``.
+    """
+    head = model.get_layer(HEAD_NAME)
+    pooling = keras.Model(head.inputs, head.get_layer(_pool_layer_name(head)).output, name="head_pooling")
+    inputs = keras.Input(shape=model.inputs[0].shape[1:], name=INPUT_NAME)
+    return keras.Model(inputs, pooling(model.get_layer(BACKBONE_NAME)(inputs, training=False)), name="pooled_features")
+
+
+def head_tail(model: keras.Model) -> keras.Model:
+    """Pooled features -> class probabilities: the head's layers after pooling, shared with ``model``.
+
+    Training this model trains ``model``'s head (same layer objects, same weights).
+    """
+    head = model.get_layer(HEAD_NAME)
+    names = [layer.name for layer in head.layers]
+    pool_index = names.index(_pool_layer_name(head))
+    pool_width = head.get_layer(names[pool_index]).output.shape[-1]
+    inputs = keras.Input(shape=(pool_width,), name="pooled")
+    x = inputs
+    for layer in head.layers[pool_index + 1:]:  # a plain chain after pooling (BN, dense blocks, dropout, softmax)
+        x = layer(x)
+    return keras.Model(inputs, x, name="head_tail")
+
+
+def _pool_layer_name(head: keras.Model) -> str:
+    for name in (POOL_LAYER["avgmax"], POOL_LAYER["avg"], POOL_LAYER["max"]):  # avgmax holds the other two
+        if any(layer.name == name for layer in head.layers):
+            return name
+    raise ConfigError(f"head {head.name!r} has no pooling layer ({', '.join(POOL_LAYER.values())}).")

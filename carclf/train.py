@@ -4,10 +4,16 @@ The stages are plain functions in plain sight (keras.io's transfer-learning reci
 ``compile_stage`` with a fresh optimizer, ``fit``; repeat. Everything a run writes goes through
 ``carclf.runs`` (status, history, checkpoints) and ``carclf.bundle`` (the exported model).
 
-Resuming: each stage keeps a Keras ``BackupAndRestore`` folder (weights, optimizer, epoch) and each
-finished stage leaves its weights and a ``progress.json``; a killed or stopped run started again on the
-same folder skips finished stages and continues the current one from its last finished epoch. The
-per-stage early-stopping counter starts afresh after a resume.
+Resuming: each stage keeps an ``EpochBackup`` folder (weights, optimizer, epoch) and each finished stage
+leaves its weights and a ``progress.json``; a killed or stopped run started again on the same folder skips
+finished stages and continues the current one from its last finished epoch (``fit(initial_epoch=...)``).
+The per-stage early-stopping counter starts afresh after a resume. A cached-feature stage recomputes its
+features on resume (same seed, same views) and continues its head from the backup.
+
+Time to accuracy on a CPU (``quick``/``fast`` presets, ``bench/bench_time_to_accuracy.py``): a head stage
+can train on cached backbone features (``cached_views``), a stage can train at its own ``img_size``
+(progressive resizing) and follow a warm-up + cosine schedule (``lr_schedule``); every dataset decodes
+each photo once per run.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -26,27 +31,24 @@ import keras
 import numpy as np
 
 from carclf import runs
+from carclf.atomic import atomic_output, atomic_write_json
 from carclf.augment import AugSchedule, Augmenter, load_aug_config
 from carclf.bundle import save_bundle
-from carclf.callbacks import HistoryCSV, SignalFlag, StatusHeartbeat, StopOnSignal, StopRequested
+from carclf.callbacks import (CosineSchedule, EpochBackup, HistoryCSV, SignalFlag, StatusHeartbeat, StopOnSignal,
+                              StopRequested, restore_backup)
+from carclf.clock import now_iso
 from carclf.config import StageConfig, TrainConfig
 from carclf.data import DatasetInfo, Item, scan_dataset, stratified_split
 from carclf.devices import DeviceSetup, configure_devices
 from carclf.errors import ConfigError, DataError
 from carclf.gate import GATE_META_KEY, calibrate_threshold, car_score
-from carclf.model import build_classifier, resolve_img_size, set_trainable
+from carclf.model import build_classifier, head_tail, pooled_features_model, resolve_img_size, set_trainable
 from carclf.optimizers import build_optimizer
 from carclf.runs import RunPaths
 
 # Metric early stopping, LR reduction and the best checkpoint follow: smoother than accuracy on small sets.
 MONITOR = "val_loss"
-# Keras warns every epoch that a tf.data input "ran out of data": the pipeline drops unreadable photos,
-# so its length is unknown and the warning is expected. It is silenced, nothing else.
-warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
-# Images (photos x views) per predict call in the final TTA evaluation: 32 photos x 4 views at 288 px in one
-# call added 0.7 GB to a run's peak memory.
-EVAL_BATCH = 32
 
 
 @dataclass
@@ -141,53 +143,151 @@ def compile_stage(model: keras.Model, stage: StageConfig, config: TrainConfig, s
         )
 
 
-def stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, augmenter, last_stage):
-    """The callbacks of one stage, in the order their epoch-end hooks must run (backup last)."""
+def stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, augmenter, last_stage,
+                    saved_model=None, steps_per_epoch=1, checkpoint=None):
+    """The callbacks of one stage, in the order their epoch-end hooks must run (backup last).
+
+    ``saved_model``: the classifier the best checkpoint saves when it is not the model being fitted (a
+    stage at its own image size fits a resized copy); ``checkpoint`` replaces the best checkpoint (a
+    cached-feature stage keeps only the head's weights while it runs).
+    """
     callbacks = [
         StopOnSignal(flag),
         HistoryCSV(paths, stage=number, epoch_offset=progress.epochs_done),
         StatusHeartbeat(paths, number, len(config.stages), progress.epochs_done, epochs_total),
     ]
+    if stage.lr_schedule == "cosine":
+        callbacks.append(CosineSchedule(stage.learning_rate, stage.epochs, steps_per_epoch, stage.warmup_epochs))
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=MONITOR, patience=stage.patience, restore_best_weights=True, verbose=1))
-    callbacks.append(keras.callbacks.ModelCheckpoint(
-        paths.best_model, monitor=MONITOR, save_best_only=True, initial_value_threshold=progress.best_monitor))
-    if config.reduce_lr_factor < 1.0:
+    callbacks.append(checkpoint or CheckpointOf(
+        saved_model, paths.best_model, monitor=MONITOR, save_best_only=True,
+        initial_value_threshold=progress.best_monitor))
+    if config.reduce_lr_factor < 1.0 and stage.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=MONITOR, factor=config.reduce_lr_factor, patience=config.reduce_lr_patience,
             min_lr=config.min_learning_rate, verbose=1))
-    if last_stage and config.aug_weaken_last and augmenter is not None:
+    if last_stage and config.aug_weaken_last and augmenter is not None and not stage.cached_views:
         from carclf.pipeline import AugScheduleCallback
 
         callbacks.append(AugScheduleCallback(augmenter, AugSchedule(last_epochs=config.aug_weaken_last), stage.epochs))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(stage_backup_dir(paths, number)), delete_checkpoint=False))
+    callbacks.append(EpochBackup(stage_backup_dir(paths, number)))
     return callbacks
 
 
-def run_stage(model, number: int, config, setup, datasets, paths, flag, progress, augmenter, verbose) -> int:
-    """Train stage ``number`` (1-based) to its end or early stop; return the epochs it ran in total."""
+class CheckpointOf(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` that saves ``saved_model`` (when given) instead of the model being fitted."""
+
+    def __init__(self, saved_model, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saved_model = saved_model
+
+    def set_model(self, model) -> None:
+        super().set_model(self.saved_model if self.saved_model is not None else model)
+
+
+class StageInputs:
+    """The run's photos as each stage needs them, built on first use: ``(train, val)`` datasets and an
+    augmenter per image size (every dataset decodes each photo once per run, see ``carclf.pipeline``)."""
+
+    def __init__(self, config: TrainConfig, data: "TrainData", aug_config):
+        self.config, self.data, self.aug_config = config, data, aug_config
+        self._augmenters: dict = {}
+        self._datasets: dict = {}
+
+    def augmenter(self, img_size: int):
+        if img_size not in self._augmenters:
+            self._augmenters[img_size] = Augmenter(self.aug_config, img_size) if self.aug_config.transforms else None
+        return self._augmenters[img_size]
+
+    def datasets(self, img_size: int):
+        if img_size not in self._datasets:
+            self._datasets[img_size] = make_datasets(self.config, self.data, img_size, self.config.slice_size,
+                                                     self.augmenter(img_size))
+        return self._datasets[img_size]
+
+
+def stage_img_size(stage: StageConfig, run_img_size: int) -> int:
+    return stage.img_size or run_img_size
+
+
+def run_stage(model, number: int, config, setup, inputs: StageInputs, paths, flag, progress, verbose,
+              img_size: int) -> int:
+    """Train stage ``number`` (1-based) to its end or early stop; return the epochs it ran in total.
+
+    A stage with its own ``img_size`` trains a copy of the classifier built at that size (same weights:
+    the backbones are fully convolutional) and copies the weights back at the end.
+    """
     stage = config.stages[number - 1]
-    trainable = set_trainable(model, stage.unfreeze)
-    compile_stage(model, stage, config, setup)
+    size = stage_img_size(stage, img_size)
+    fitted = model if size == img_size else _resized_copy(model, config, size, setup, inputs.data.num_classes)
+    trainable = set_trainable(fitted, stage.unfreeze)
+    augmenter = inputs.augmenter(size)
     if augmenter is not None:
         augmenter.set_strength(augmenter.config.strength)  # a previous stage may have weakened it
     epochs_total = progress.epochs_done + sum(s.epochs for s in config.stages[number - 1:])
-    print(f"stage {number}/{len(config.stages)}: {trainable} backbone layers trainable, "
-          f"lr {stage.learning_rate:g}, up to {stage.epochs} epochs", flush=True)
-    callbacks = stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, augmenter,
-                                last_stage=number == len(config.stages))
-    train_ds, val_ds = datasets
-    # BackupAndRestore resumes by setting model._initial_epoch, which Keras keeps after fit returns: left
-    # over from a resumed earlier stage it would make this stage start at that epoch (or skip it).
-    model._initial_epoch = None
-    # shuffle=False: the tf.data pipeline already shuffles (seeded); Keras would only warn that it ignores it.
-    history = model.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, callbacks=callbacks,
-                        verbose=verbose, shuffle=False)
-    checkpoint = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.ModelCheckpoint))
+    how = f", cached features of {stage.cached_views} view(s) per photo" if stage.cached_views else ""
+    print(f"stage {number}/{len(config.stages)}: {trainable} backbone layers trainable, {size} px, "
+          f"lr {stage.learning_rate:g} ({stage.lr_schedule}), up to {stage.epochs} epochs{how}", flush=True)
+    last = number == len(config.stages)
+    if stage.cached_views:
+        history, checkpoint = _fit_cached(fitted, number, stage, config, setup, inputs, size, paths, flag,
+                                          progress, epochs_total, last, verbose)
+    else:
+        train_ds, val_ds = inputs.datasets(size)
+        steps = -(-len(inputs.data.train) // config.slice_size)
+        callbacks = stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, augmenter, last,
+                                    saved_model=fitted, steps_per_epoch=steps)
+        compile_stage(fitted, stage, config, setup)
+        initial_epoch = restore_backup(fitted, stage_backup_dir(paths, number))
+        # shuffle=False: the tf.data pipeline already shuffles (seeded); Keras would only warn that it ignores it.
+        history = fitted.fit(train_ds, validation_data=val_ds, epochs=stage.epochs, callbacks=callbacks,
+                             verbose=verbose, shuffle=False, initial_epoch=initial_epoch)
+        checkpoint = next(cb for cb in callbacks if isinstance(cb, CheckpointOf))
+    if fitted is not model:
+        model.set_weights(fitted.get_weights())
     if np.isfinite(checkpoint.best):
         progress.best_monitor = float(checkpoint.best)
     return history.epoch[-1] + 1 if history.epoch else stage.epochs
+
+
+def _resized_copy(model, config: TrainConfig, img_size: int, setup: DeviceSetup, num_classes: int):
+    with setup.strategy.scope():
+        copy = build_classifier(config.replace(img_size=img_size), num_classes, weights=None)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _fit_cached(model, number, stage, config, setup, inputs: StageInputs, img_size, paths, flag, progress,
+                epochs_total, last, verbose):
+    """A head stage on cached backbone features (see ``carclf.feature_cache``); returns (history, checkpoint)."""
+    from carclf.feature_cache import BestHeadCheckpoint, cache_features
+
+    beat = StatusHeartbeat(paths, number, len(config.stages), progress.epochs_done, epochs_total)
+
+    def between_batches(done: int) -> None:
+        if flag.raised:
+            raise StopRequested(f"stopped by {flag.signal_name}")
+        beat.on_train_batch_end(0)  # rewrites the heartbeat at most every few seconds
+
+    x_train, y_train, x_val, y_val, seconds = cache_features(
+        pooled_features_model(model), inputs.data.train, inputs.data.val, stage.cached_views, img_size,
+        inputs.augmenter(img_size), config.seed + number, inputs.data.num_classes, between_batches)
+    print(f"stage {number}: features of {len(x_train)} training views and {len(x_val)} validation photos "
+          f"in {seconds:.1f} s", flush=True)
+    tail = head_tail(model)
+    compile_stage(tail, stage, config, setup)
+    steps = -(-len(x_train) // config.batch_size)
+    checkpoint = BestHeadCheckpoint(stage_backup_dir(paths, number), progress.best_monitor, MONITOR)
+    callbacks = stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, None, last,
+                                steps_per_epoch=steps, checkpoint=checkpoint)
+    initial_epoch = restore_backup(tail, stage_backup_dir(paths, number))
+    history = tail.fit(x_train, y_train, batch_size=config.batch_size, epochs=stage.epochs, shuffle=True,
+                       validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose,
+                       initial_epoch=initial_epoch)
+    checkpoint.write_best_model(tail, model, paths.best_model)
+    return history, checkpoint
 
 
 def stage_backup_dir(paths: RunPaths, number: int) -> Path:
@@ -206,16 +306,12 @@ def read_progress(paths: RunPaths) -> Progress:
 
 def finish_stage(model, paths: RunPaths, progress: Progress, number: int, epochs_run: int) -> None:
     """Persist the finished stage (weights, then progress.json) and drop its mid-stage backup."""
-    target = stage_weights_path(paths)
-    temp = target.with_name("stage_end.tmp.weights.h5")
-    _weights_only(model).save_weights(temp)
-    os.replace(temp, target)
+    with atomic_output(stage_weights_path(paths)) as temp:
+        _weights_only(model).save_weights(temp)
     progress.stages_done = number
     progress.epochs_done += epochs_run
     progress.stage_epochs.append(epochs_run)
-    temp_json = paths.progress.with_name(".progress.json.tmp")
-    temp_json.write_text(json.dumps(progress.__dict__), encoding="utf-8")
-    os.replace(temp_json, paths.progress)
+    atomic_write_json(paths.progress, progress.__dict__)
     shutil.rmtree(stage_backup_dir(paths, number), ignore_errors=True)
 
 
@@ -225,19 +321,17 @@ def _weights_only(model: keras.Model) -> keras.Model:
 
 
 def evaluate_tta(model, items: list, img_size: int, views: int) -> float:
-    """Validation accuracy with ``views`` deterministic TTA views per photo (mean of their probabilities)."""
-    from carclf.tta import tta_views
+    """Validation accuracy over ``views`` deterministic TTA views per photo, scored by ``carclf.tta.score_photos``
+    like the exported bundle's Predictor, so ``evaluate --tta N`` on the bundle reproduces it (unreadable
+    photos are left out of both)."""
+    from carclf.tta import score_photos
 
-    correct = 0
-    predict = model.predict_on_batch
-    photos_per_call = max(1, EVAL_BATCH // max(1, views))  # all views of a photo stay in one call
-    for start in range(0, len(items), photos_per_call):
-        chunk = items[start:start + photos_per_call]
-        batches = [tta_views(item.path, views, img_size)[0] for item in chunk]
-        probs = np.asarray(predict(np.concatenate(batches).astype("float32")))
-        probs = probs.reshape(len(chunk), -1, probs.shape[-1]).mean(axis=1)
-        correct += int(np.sum(probs.argmax(axis=1) == np.array([item.label for item in chunk])))
-    return correct / len(items)
+    def classify(batch):
+        return model.predict_on_batch(batch.views.astype("float32")), None
+
+    scored = score_photos(classify, [item.path for item in items], views, img_size)
+    answers = [(photo, item.label) for photo, item in zip(scored, items) if photo.ok]
+    return sum(int(np.argmax(photo.probabilities)) == label for photo, label in answers) / max(1, len(answers))
 
 
 def final_metrics(model, config, data: TrainData, val_ds, img_size: int) -> dict:
@@ -296,19 +390,19 @@ def train(config: TrainConfig, run_dir, verbose: Optional[int] = None) -> dict:
         config.save(paths.config)
     flag = SignalFlag().install()
     runs.update_status(paths, state=runs.RUNNING, pid=os.getpid(), run_id=paths.run_id, name=config.name,
-                       started_at=_now(), heartbeat_at=_now(), finished_at=None, error=None)
+                       started_at=now_iso(), heartbeat_at=now_iso(), finished_at=None, error=None)
     try:
         bundle, metrics = _train(config, paths, flag, _verbosity(verbose))
     except StopRequested as stop:
         print(f"run stopped ({stop}); resume it with: python -m carclf runs resume {paths.run_id}", flush=True)
-        return runs.update_status(paths, state=runs.STOPPED, stopped_at=_now(), heartbeat_at=_now())
+        return runs.update_status(paths, state=runs.STOPPED, stopped_at=now_iso(), heartbeat_at=now_iso())
     except KeyboardInterrupt:
-        runs.update_status(paths, state=runs.STOPPED, stopped_at=_now(), heartbeat_at=_now())
+        runs.update_status(paths, state=runs.STOPPED, stopped_at=now_iso(), heartbeat_at=now_iso())
         raise
     except BaseException as error:  # record why, keep every file already written, and re-raise
-        runs.update_status(paths, state=runs.FAILED, error=_one_line(error), finished_at=_now())
+        runs.update_status(paths, state=runs.FAILED, error=_one_line(error), finished_at=now_iso())
         raise
-    return runs.update_status(paths, state=runs.FINISHED, finished_at=_now(), heartbeat_at=_now(),
+    return runs.update_status(paths, state=runs.FINISHED, finished_at=now_iso(), heartbeat_at=now_iso(),
                               bundle=str(bundle), val_metrics=metrics,
                               final_val_accuracy=metrics.get("val_accuracy_tta", metrics["val_accuracy"]))
 
@@ -337,14 +431,12 @@ def fit_stages(setup: DeviceSetup, config: TrainConfig, paths: RunPaths, flag: S
     img_size = resolve_img_size(config)
     print(f"data: {len(data.train)} train / {len(data.val)} val photos, {data.num_classes} classes, "
           f"{img_size} px", flush=True)
-    aug_config = load_aug_config(config.augmentation)
-    augmenter = Augmenter(aug_config, img_size) if aug_config.transforms else None
+    inputs = StageInputs(config, data, load_aug_config(config.augmentation))
     # batch_size is the global batch (see carclf.devices): the strategy splits each batch between the replicas.
     # micro_batch_size: the pipeline yields slices of the batch; the optimizer averages their gradients.
     slices = f" in {config.accumulation_steps} slices of {config.slice_size}" if config.accumulation_steps > 1 else ""
     print(f"batch: {config.batch_size} photos per step{slices}, {setup.per_replica_batch(config.slice_size)} "
           "per replica", flush=True)
-    datasets = make_datasets(config, data, img_size, config.slice_size, augmenter)
     with setup.strategy.scope():
         model = build_classifier(config, data.num_classes)
     progress = read_progress(paths)
@@ -355,11 +447,13 @@ def fit_stages(setup: DeviceSetup, config: TrainConfig, paths: RunPaths, flag: S
                        epochs_planned=config.epochs_total,  # epochs_total shrinks when a stage stops early
                        stages_total=len(config.stages), data_summary=data.info.summary())
     for number in range(progress.stages_done + 1, len(config.stages) + 1):
-        epochs_run = run_stage(model, number, config, setup, datasets, paths, flag, progress, augmenter, verbose)
+        epochs_run = run_stage(model, number, config, setup, inputs, paths, flag, progress, verbose, img_size)
         finish_stage(model, paths, progress, number, epochs_run)
     if paths.best_model.is_file():
         _weights_only(model).load_weights(paths.best_model)  # the best epoch by val_loss over all stages
-    return model, data, datasets, img_size
+    if not model.compiled:  # every stage trained a part or a resized copy (or all were done before a resume)
+        compile_stage(model, config.stages[-1], config, setup)  # the final evaluation needs the loss and metrics
+    return model, data, inputs.datasets(img_size), img_size
 
 
 def _verbosity(verbose: Optional[int]) -> int:
@@ -375,5 +469,3 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:300]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

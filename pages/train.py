@@ -17,7 +17,7 @@ import streamlit as st
 from carclf import memory_fit, run_summary, runs
 from carclf.data import dataset_name
 from carclf.errors import CarclfError, ConfigError, RunError
-from carclf.config import ACTIVATIONS, DEFAULT_PRESET, PRESETS, DenseBlock, HeadConfig, load_config
+from carclf.config import ACTIVATIONS, DEFAULT_PRESET, PRESETS, DenseBlock, HeadConfig, StageConfig, load_config
 from carclf.ui.navigation import page_frame
 from carclf.ui import (access, bundle_io, charts, dataset_picker, limits, loaders, settings, sidebar, train_form,
                        widgets)
@@ -57,7 +57,8 @@ def data_ui():
 
 
 def stages_ui(config, key: str) -> list[dict]:
-    """Epochs / learning rate / unfreeze / patience per stage, as an editable table (one row per stage)."""
+    """Every stage field (epochs, learning rate, unfreeze, patience, cached views, schedule, warm-up, size) as
+    an editable table, one row per stage."""
     table = pd.DataFrame([dataclasses.asdict(stage) for stage in config.stages])
     edited = st.data_editor(
         table,
@@ -70,6 +71,17 @@ def stages_ui(config, key: str) -> list[dict]:
                 help='How much of the backbone trains: "none" (head only), "all" (whole backbone, BatchNorm '
                      'stays frozen), a percentage like "30%" or the last N layers like "12 layers".'),
             "patience": st.column_config.NumberColumn(min_value=1, step=1, format="%d"),
+            "cached_views": st.column_config.NumberColumn(
+                min_value=0, step=1, format="%d",
+                help="Head stages (unfreeze none) only: run the frozen backbone once over this many views of "
+                     "each photo and train the head on the features in seconds (0 = every epoch through the backbone)."),
+            "lr_schedule": st.column_config.SelectboxColumn(
+                options=list(get_args(get_type_hints(StageConfig)["lr_schedule"])),
+                help="plateau: constant rate, cut when val_loss stalls; cosine: warm-up, then decay to 0."),
+            "warmup_epochs": st.column_config.NumberColumn(min_value=0.0, step=0.5, help="cosine only"),
+            "img_size": st.column_config.NumberColumn(
+                min_value=0, step=1, format="%d",
+                help="0 = the run's image size; else this stage trains at this size (progressive resizing)."),
         },
         hide_index=True,
     )

@@ -36,8 +36,10 @@ def test_added_rows_take_defaults_and_blank_rows_are_dropped():
         {"epochs": None, "learning_rate": None, "unfreeze": None, "patience": None},
         {"epochs": 4, "learning_rate": None, "unfreeze": "12 layers", "patience": None},
     ]))
-    assert stages == [{"epochs": 2, "learning_rate": 1e-3, "unfreeze": "all", "patience": 3},
-                      {"epochs": 4, "learning_rate": 1e-3, "unfreeze": "12 layers", "patience": 3}]
+    defaults = {"cached_views": 0, "lr_schedule": "plateau", "warmup_epochs": 0.0, "img_size": 0}
+    assert stages == [{"epochs": 2, "learning_rate": 1e-3, "unfreeze": "all", "patience": 3, **defaults},
+                      {"epochs": 4, "learning_rate": 1e-3, "unfreeze": "12 layers", "patience": 3, **defaults}]
+    assert all(type(stages[0][key]) is type(value) for key, value in defaults.items())
     dense = train_form.dense_from_rows(_table([{"units": 32, "activation": None, "batchnorm": None, "dropout": None}]))
     assert dense == [{"units": 32, "activation": "relu", "batchnorm": False, "dropout": 0.0}]
 

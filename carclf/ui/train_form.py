@@ -44,19 +44,20 @@ def form_values(config: TrainConfig) -> dict[str, Any]:
 
 
 def stages_from_rows(rows) -> list[dict]:
-    """The stage table's rows (dicts; blank rows dropped) as config stages, unfreeze kept as written."""
-    default = StageConfig()  # a cell left empty in an added row takes the field's default
+    """The stage table's rows (dicts; blank rows dropped) as config stages: every StageConfig field, each
+    in its own type (unfreeze and lr_schedule kept as written); an empty cell takes the field's default."""
+    default = StageConfig()
     stages = []
     for row in rows:
         row = {key: value for key, value in row.items() if not _blank(value)}
         if not row:
             continue
-        stages.append({
-            "epochs": _whole(row.get("epochs", default.epochs)),
-            "learning_rate": float(row.get("learning_rate", default.learning_rate)),
-            "unfreeze": str(row.get("unfreeze", default.unfreeze)).strip(),
-            "patience": _whole(row.get("patience", default.patience)),
-        })
+        stage = {}
+        for field in dataclasses.fields(StageConfig):
+            value = row.get(field.name, getattr(default, field.name))
+            kind = type(getattr(default, field.name))
+            stage[field.name] = _whole(value) if kind is int else float(value) if kind is float else str(value).strip()
+        stages.append(stage)
     return stages
 
 
