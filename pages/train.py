@@ -14,7 +14,7 @@ from typing import get_args, get_type_hints
 import pandas as pd
 import streamlit as st
 
-from carclf import memory_fit, run_summary, runs
+from carclf import machine, memory_fit, preset_guide, run_summary, runs
 from carclf.data import dataset_name
 from carclf.errors import CarclfError, ConfigError, RunError
 from carclf.config import ACTIVATIONS, DEFAULT_PRESET, PRESETS, DenseBlock, HeadConfig, StageConfig, load_config
@@ -129,8 +129,16 @@ def form_ui(info) -> None:
     from carclf.backbones import list_backbones
 
     presets = list(PRESETS)
-    preset = st.selectbox("Preset", presets, index=presets.index(DEFAULT_PRESET), key="train_preset",
-                          help="quick: CPU, small data, minutes. full: GPU, the 15k-photo Kaggle set.")
+    gpu = machine.has_gpu()
+    suggested = preset_guide.suggest_preset(len(info.items), gpu) if info is not None else DEFAULT_PRESET
+    if st.session_state.get("train_preset_suggested") != suggested:  # new data: start at its suggestion again
+        st.session_state["train_preset_suggested"] = suggested
+        st.session_state["train_preset"] = suggested
+    preset = st.selectbox("Preset", presets, key="train_preset",
+                          help="\n\n".join(filter(None, map(preset_guide.describe, presets))))
+    if info is not None:
+        st.caption(":material/lightbulb: " + preset_guide.why_suggested(len(info.items), gpu) + " "
+                   + preset_guide.describe(preset))
     with widgets.user_errors():
         base = load_config(preset=preset)
     key = f"train_{preset}"

@@ -207,6 +207,7 @@ def test_one_training_at_a_time_and_only_the_owner_stops_or_deletes(public_env, 
     owner = login(open_page("train.py"), PASSWORD)
     upload(owner, "train_data_upload", "brands.zip", photos_zip(shared_data))
     assert any("2 classes, 6 photos" in text for text in texts(owner.success)), texts(owner.success)
+    owner.selectbox(key="train_preset").set_value("quick").run()  # slow enough to be running when checked
     owner.selectbox(key="train_quick_img_size").set_value(64)
     owner.selectbox(key="train_quick_aug").set_value("none")
     owner.number_input(key="train_quick_total_epochs").set_value(200)

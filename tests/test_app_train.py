@@ -35,6 +35,7 @@ def _runs_table(at):
 def _launch(at, folder, total_epochs: int):
     at.text_input(key="train_data").set_value(str(folder)).run()
     assert "2 classes, 6 photos (audi: 3, bmw: 3)" in at.success[0].value
+    at.selectbox(key="train_preset").set_value("quick").run()  # two stages: the curves span a fine-tuning
     at.text_input(key="train_quick_name").set_value("ui test")
     at.selectbox(key="train_quick_img_size").set_value(64)
     at.selectbox(key="train_quick_aug").set_value("none")
@@ -137,10 +138,25 @@ def _launched_config(at, runs_dir, preset: str, folder):
 def _open_form(folder, preset: str):
     at = open_page("train.py")
     at.text_input(key="train_data").set_value(str(folder)).run()
-    if preset != "quick":
+    if at.selectbox(key="train_preset").value != preset:
         at.selectbox(key="train_preset").set_value(preset).run()
     assert not at.exception
     return at
+
+
+def test_a_small_dataset_on_a_cpu_suggests_fast_and_says_what_each_preset_buys(app_env, data):
+    from carclf import preset_guide
+
+    at = open_page("train.py")
+    at.text_input(key="train_data").set_value(str(data)).run()
+    assert at.selectbox(key="train_preset").value == "fast"  # no GPU here, a handful of photos
+    captions = [c.value for c in at.caption if "Suggested for" in c.value]
+    assert len(captions) == 1 and "no GPU" in captions[0] and "Measured:" in captions[0], captions
+    assert all(name in at.selectbox(key="train_preset").help for name in ("fast", "quick", "full"))
+    assert preset_guide.suggest_preset(200, gpu=False) == "fast"
+    assert preset_guide.suggest_preset(5000, gpu=False) == "quick"
+    assert preset_guide.suggest_preset(200, gpu=True) == "quick"
+    assert preset_guide.suggest_preset(15000, gpu=True) == "full"
 
 
 def _differences(launched, expected):
@@ -149,7 +165,7 @@ def _differences(launched, expected):
     return config_differences(launched, expected)
 
 
-@pytest.mark.parametrize("preset", ["quick", "full"])
+@pytest.mark.parametrize("preset", ["fast", "quick", "full"])
 def test_an_untouched_form_launches_exactly_the_preset(app_env, data, preset, monkeypatch):
     """Native image size, unfreeze "all"/"30%" and every head field reach the run as the preset wrote them."""
     from carclf.config import load_config
