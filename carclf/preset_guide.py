@@ -2,7 +2,7 @@
 
 The figures are measured, not promised: ``bench/bench_time_to_accuracy.py`` (fast, quick and the keras.io
 recipe on the same splits of 159 real photos of 5 car brands: 89 train, 23 validation, 47 test; 2 CPU
-cores shared with other jobs; means of splits 0-2, 2026-12-02). The Train page shows them next to the preset box so a newcomer can choose
+cores shared with other jobs; means of splits 0-4, 2026-12-02). The Train page shows them next to the preset box so a newcomer can choose
 between a first model in a minute and a better one in a few.
 """
 
@@ -28,11 +28,11 @@ class PresetNote:
 NOTES = {
     "fast": PresetNote(
         does="a head on frozen ImageNet features (3 cached views per photo), no fine-tuning, no TTA",
-        measured="20-40 s of training for 112 photos; test error 40 % (the keras.io recipe: 41 %)",
+        measured="20-40 s of training for 112 photos; test error 41 % (the keras.io recipe: 43 %)",
     ),
     "quick": PresetNote(
         does="a head on 5 cached views, then the whole backbone fine-tuned for 10 epochs, 4-view TTA",
-        measured="2-4 min for 112 photos; test error 37 %, where fast erred 40 %",
+        measured="about 4 min for 112 photos; test error 35 %, where fast erred 41 %",
     ),
     "full": PresetNote(
         does="Lite2 at 260 px, four progressive stages, strong augmentation, mixed precision on a GPU",
