@@ -1,4 +1,4 @@
-"""``python -m carclf train --data DIR [--preset quick|full] [--config FILE] [options] [--detach]``.
+"""``python -m carclf train --data DIR [--preset fast|quick|full] [--config FILE] [options] [--detach]``.
 
 Builds a ``TrainConfig`` (preset <- config file <- these options), creates a run folder and trains in the
 foreground with a progress bar, or in a detached background process with ``--detach``. The internal
@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-data", metavar="DIR",
                         help="separate validation folder (same classes); then all of --data is used for training")
     parser.add_argument("--config", metavar="FILE", help="training config YAML (keys of carclf.config.TrainConfig)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="base settings: quick (CPU, minutes) or full (GPU)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="base settings: fast (CPU, a head in about a minute), quick (CPU, minutes, fine-tuned; "
+                             "the default) or full (GPU)")
     parser.add_argument("--backbone", metavar="NAME", help="backbone name (python -c 'import carclf; print(carclf.list_backbones())')")
     parser.add_argument("--img-size", type=int, metavar="N", help="input side in pixels (0 = backbone native)")
     parser.add_argument("--epochs", type=int, metavar="N", help="total epochs, shared by the stages in the preset's proportions")
