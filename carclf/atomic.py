@@ -58,6 +58,16 @@ def atomic_write_text(path: Union[str, Path], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8", errors=TEXT_ERRORS))
 
 
+def read_json_object(path: Union[str, Path]) -> dict:
+    """A small JSON object file written here (status, markers), or {} when it is missing, unreadable or not
+    an object: such files are hints, and a damaged one must not stop a page or a run."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def atomic_write_json(path: Union[str, Path], data, **dump_options) -> Path:
     """Write ``data`` as indented JSON (plus a final newline) to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2, **dump_options) + "\n")

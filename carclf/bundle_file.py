@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Union
 
 from carclf.archive import ArchiveLimits, ArchiveSource, member_parts, open_zip, safe_members, unpack_to_temp
-from carclf.atomic import atomic_output
+from carclf.atomic import atomic_output, read_json_object
 from carclf.bundle import (
     BUNDLE_DIR_MODE,
     LABELS_FILE,
@@ -168,7 +168,7 @@ def ensure_model_from_env(models_dir: Union[str, Path], env: Mapping[str, str] =
         return None
     expected = (env.get(ENV_SHA256) or "").strip().lower() or None
     for info in list_bundles(models_dir):
-        marker = _read_source_marker(info.path)
+        marker = read_json_object(info.path / SOURCE_MARKER)
         if expected is not None and marker.get("sha256") == expected:
             return info.path
         if expected is None and marker.get("url") == url:
@@ -266,11 +266,3 @@ def _unique_bundle_name(models_dir: Path, name) -> str:
 
 def _write_source_marker(bundle_dir: Path, url: str, digest: str) -> None:
     (bundle_dir / SOURCE_MARKER).write_text(json.dumps({"url": url, "sha256": digest}) + "\n", encoding="utf-8")
-
-
-def _read_source_marker(bundle_dir: Path) -> dict:
-    try:
-        data = json.loads((bundle_dir / SOURCE_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from carclf.archive import ArchiveLimits, ArchiveSource, member_parts, open_zip, safe_members, unpack_to_temp
+from carclf.atomic import read_json_object
 from carclf.data import KAGGLE_CSV, KAGGLE_IMAGE_DIR, scan_dataset
 from carclf.clock import now_iso
 from carclf.errors import ArchiveError, DataError, ImageError
@@ -74,7 +75,7 @@ def list_datasets(datasets_dir=DATASETS_DIR) -> list[DatasetEntry]:
     for folder in root.iterdir():
         if folder.name.startswith(".") or not folder.is_dir():
             continue
-        marker = _read_marker(folder)
+        marker = read_json_object(folder / MARKER_FILE)
         created = marker.get("created_at") or datetime.fromtimestamp(folder.stat().st_mtime, timezone.utc).isoformat()
         n_photos = marker.get("n_photos")
         if not isinstance(n_photos, int):
@@ -207,14 +208,6 @@ def _unique_name(datasets_dir: Path, name: str) -> str:
 def _source_label(source) -> str:
     name = getattr(source, "name", None) if hasattr(source, "read") else source
     return Path(str(name)).name if name else "upload"
-
-
-def _read_marker(folder: Path) -> dict:
-    try:
-        data = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _write_marker(folder: Path, data: dict) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from carclf.atomic import atomic_write_json
+from carclf.atomic import atomic_write_json, read_json_object
 from carclf.clock import now_iso, run_stamp
 from carclf.errors import RunError
 from carclf.names import safe_id
@@ -262,7 +261,7 @@ def write_status(paths: RunPaths, **fields) -> dict:
 
 def update_status(paths: RunPaths, **fields) -> dict:
     """Merge ``fields`` into status.json atomically and return the new content."""
-    status = _read_json_or_empty(paths.status)
+    status = read_json_object(paths.status)
     status.update(fields)
     return write_status(paths, **status)
 
@@ -368,7 +367,7 @@ def _existing(run_id: str, runs_dir) -> RunPaths:
 def _effective_status(paths: RunPaths) -> dict:
     """status.json as stored, except a queued/running run with a dead process is reported as interrupted."""
     reap_children()
-    status = _read_json_or_empty(paths.status)
+    status = read_json_object(paths.status)
     status.setdefault("state", FAILED if not status else QUEUED)
     if status["state"] in ACTIVE_STATES and not _pid_alive(status.get("pid")):
         status["state"] = INTERRUPTED
@@ -400,15 +399,5 @@ def _pid_alive(pid) -> bool:
         except (OSError, IndexError):
             return True
     return True
-
-
-def _read_json_or_empty(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
