@@ -116,3 +116,13 @@ def choose(page, label: str, option: str) -> None:
     """Pick ``option`` in the select box labelled ``label``."""
     page.get_by_role("combobox", name=label).click()
     page.get_by_role("option", name=option, exact=True).click()
+
+
+def launch_tiny_run(page, timeout_ms: int = 180_000) -> None:
+    """On the Train page with a dataset chosen: a 2-epoch run at 64 px without augmentation, launched."""
+    choose(page, "Image size", "64 px")
+    choose(page, "Augmentation", "none")
+    page.get_by_role("spinbutton", name="Total epochs (0 = as in the table)").fill("2")
+    page.get_by_role("button", name="Launch training").click()
+    page.get_by_text("Started run").wait_for(timeout=timeout_ms)
+    page.get_by_role("tab", name="Runs").click()

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from browser_helpers import browser_page, choose, go_to, streamlit_server, wait_idle
+from browser_helpers import browser_page, go_to, launch_tiny_run, streamlit_server, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -103,12 +103,7 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
         page.get_by_role("textbox", name="Training data folder").fill(str(data))
         page.keyboard.press("Enter")
         page.get_by_text("2 classes, 6 photos").wait_for()
-        choose(page, "Image size", "64 px")
-        choose(page, "Augmentation", "none")
-        page.get_by_role("spinbutton", name="Total epochs (0 = as in the table)").fill("2")
-        page.get_by_role("button", name="Launch training").click()
-        page.get_by_text("Started run").wait_for(timeout=PREDICT_TIMEOUT_MS)
-        page.get_by_role("tab", name="Runs").click()
+        launch_tiny_run(page, PREDICT_TIMEOUT_MS)
         page.locator('[data-testid="stPlotlyChart"]').filter(has_text="Loss").first.wait_for(
             state="visible", timeout=TRAIN_TIMEOUT_MS)
         page.get_by_text("Model bundle:").wait_for(timeout=TRAIN_TIMEOUT_MS)

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from browser_helpers import browser_page, choose, go_to, streamlit_server, wait_idle
+from browser_helpers import browser_page, choose, go_to, launch_tiny_run, streamlit_server, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -153,12 +153,7 @@ def test_public_app_end_to_end(shared_data, tmp_path):
         _main_upload(page, _photos_zip(shared_data, tmp_path / "brands.zip"))
         page.get_by_text("2 classes, 6 photos").wait_for(timeout=ANSWER_TIMEOUT_MS)
         choose(page, "Backbone", "efficientnet_lite0")
-        choose(page, "Image size", "64 px")
-        choose(page, "Augmentation", "none")
-        page.get_by_role("spinbutton", name="Total epochs (0 = as in the table)").fill("2")
-        page.get_by_role("button", name="Launch training").click()
-        page.get_by_text("Started run").wait_for(timeout=ANSWER_TIMEOUT_MS)
-        page.get_by_role("tab", name="Runs").click()
+        launch_tiny_run(page, ANSWER_TIMEOUT_MS)
         page.get_by_text("Model bundle:").wait_for(timeout=TRAIN_TIMEOUT_MS)
         wait_idle(page)
         with page.expect_download(timeout=ANSWER_TIMEOUT_MS) as download:
