@@ -17,6 +17,7 @@ validation photos repeated under new names: same photos, new augmentation draws)
 
     python bench/bench_time_to_accuracy.py [--seeds 0 1 2 3 4] [--out bench/results/time_to_accuracy.json]
     python bench/bench_time_to_accuracy.py --scaling [--out bench/results/scaling.json]
+    --keep-bundles DIR: also keep every split's bundles and photo lists (bench/bench_calibration.py reads them)
 
 Needs matplotlib for the plot (bench/requirements.txt). Slow (an hour): run it rarely on a shared machine.
 """
@@ -28,6 +29,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,8 +79,11 @@ def train_timed(config, work: Path) -> tuple[dict, float, str]:
     return status, time.monotonic() - started, paths.run_id
 
 
-def run_method(method: str, train_dir: Path, val_dir: Path, test_items, work: Path, seed: int) -> dict:
-    """One carclf method on one split: wall time, test accuracy with and without its TTA, epochs run."""
+def run_method(method: str, train_dir: Path, val_dir: Path, test_items, work: Path, seed: int,
+               keep: Path = None) -> dict:
+    """One carclf method on one split: wall time, test accuracy with and without its TTA, epochs run.
+
+    ``keep``: copy the trained bundle to ``keep/<method>`` (bench_calibration.py reuses them)."""
     from carclf import runs
     from carclf.bundle import load_bundle
     from carclf.train import evaluate_tta
@@ -86,6 +91,8 @@ def run_method(method: str, train_dir: Path, val_dir: Path, test_items, work: Pa
     config = load_method_config(method, train_dir, val_dir, work, seed)
     status, seconds, run_id = train_timed(config, work)
     bundle = load_bundle(status["bundle"])
+    if keep is not None:
+        shutil.copytree(status["bundle"], keep / method, dirs_exist_ok=True)
     plain = evaluate_tta(bundle.model, test_items, bundle.img_size, 1)
     with_tta = evaluate_tta(bundle.model, test_items, bundle.img_size, config.tta) if config.tta > 1 else plain
     history = runs.read_history(run_id, work / "runs")
@@ -94,7 +101,17 @@ def run_method(method: str, train_dir: Path, val_dir: Path, test_items, work: Pa
             "val_metrics": status.get("val_metrics")}
 
 
-def one_split(seed: int) -> dict:
+def keep_split(keep: Path, seed: int, classes, splits: dict) -> Path:
+    """``keep/seed<N>/split.json``: each photo's real path and class name, so the split can be rebuilt."""
+    folder = keep / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    listing = {name: [[str(Path(item.path).resolve()), classes[item.label]] for item in items]
+               for name, items in splits.items()}
+    (folder / "split.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
+    return folder
+
+
+def one_split(seed: int, keep: Path = None) -> dict:
     from carclf.data import scan_dataset, stratified_split
 
     with tempfile.TemporaryDirectory(prefix="carclf-tta-") as temp:
@@ -105,7 +122,9 @@ def one_split(seed: int) -> dict:
         train_dir = bench_accuracy.split_tree(train_items, info.classes, work / "train")
         val_dir = bench_accuracy.split_tree(val_items, info.classes, work / "val")
         order = list(METHODS)[seed % len(METHODS):] + list(METHODS)[:seed % len(METHODS)]
-        results = {method: run_method(method, train_dir, val_dir, test_items, work, seed) for method in order}
+        kept = keep_split(keep, seed, info.classes, {"train": train_items, "val": val_items, "test": test_items}) \
+            if keep else None
+        results = {method: run_method(method, train_dir, val_dir, test_items, work, seed, kept) for method in order}
         recipe = bench_accuracy.run_recipe(train_items, val_items, test_items, info.num_classes, seed)
     results["recipe"] = {"test_error": round(1 - recipe["test_accuracy"], 4),
                          "train_seconds": recipe["train_seconds"], "epochs": recipe["epochs"]}
@@ -152,10 +171,10 @@ def summarize(splits: list) -> dict:
     }
 
 
-def main_accuracy(seeds: list, out: Path) -> dict:
+def main_accuracy(seeds: list, out: Path, keep: Path = None) -> dict:
     splits = []
     for seed in seeds:
-        splits.append(one_split(seed))
+        splits.append(one_split(seed, keep))
         print(json.dumps(splits[-1]), file=sys.stderr, flush=True)  # partial results survive a kill
     result = {"dataset": {"sources": bench_accuracy.SOURCES, "train": splits[0]["train"], "val": splits[0]["val"],
                           "test": splits[0]["test"], "seeds": seeds},
@@ -276,6 +295,8 @@ def main() -> None:
     parser.add_argument("--order", nargs="+", help="scaling: explicit METHOD:SCALE:CORES points, in this order")
     parser.add_argument("--point", nargs=2, metavar=("METHOD", "SCALE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--keep-bundles", type=Path, metavar="DIR",
+                        help="keep each split's bundles and photo lists in DIR/seed<N>/ (for bench_calibration.py)")
     args = parser.parse_args()
     if args.point:
         print(json.dumps(scaling_point(args.point[0], int(args.point[1]))))
@@ -285,7 +306,7 @@ def main() -> None:
         result = main_scaling(out, args.methods, args.scales, args.cores, args.order)
     else:
         out = args.out or RESULTS / "time_to_accuracy.json"
-        result = main_accuracy(args.seeds, out)
+        result = main_accuracy(args.seeds, out, args.keep_bundles)
     text = json.dumps(result, indent=2)
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
