@@ -54,6 +54,8 @@ CACHE_VERSION = 1
 THUMB_SIZE = 64
 # Key prefix of files that could not even be opened (never stored: they are retried next time).
 UNREADABLE_KEY = "unreadable:"
+# A long first embedding pass writes what it has this often (seconds), so a reload loses at most this much.
+CHECKPOINT_SECONDS = 20.0
 # Bytes read at a time while hashing files.
 HASH_CHUNK = 1 << 20
 
@@ -285,7 +287,7 @@ def embed_files(
     todo = sorted({d: p for d, p in zip(digests, paths) if cache.get(d) is None}.items())
     if todo:
         embedder = embedder or LazyEmbedder(backbone)
-        _compute(todo, cache, embedder, size, batch_size, progress)
+        _compute(todo, cache, embedder, size, batch_size, progress, checkpoint=cache_dir is not None)
         if cache_dir is not None:
             cache.save()
     elif progress is not None:
@@ -295,9 +297,13 @@ def embed_files(
 
 
 def _compute(todo, cache: EmbeddingCache, embedder, size: int, batch_size: int,
-             progress: Optional[EmbedProgress]) -> None:
-    """Decode (in threads) and run the model over the uncached files, batch by batch, filling ``cache``."""
+             progress: Optional[EmbedProgress], checkpoint: bool = False) -> None:
+    """Decode (in threads) and run the model over the uncached files, batch by batch, filling ``cache``.
+
+    ``checkpoint``: also write the cache every ``CHECKPOINT_SECONDS``, so a check cut short (a reloaded
+    page, a killed process) keeps the photos it already embedded."""
     total, done = len(todo), 0
+    last_saved = time.perf_counter()
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         for start in range(0, total, batch_size):
             chunk = todo[start:start + batch_size]
@@ -322,6 +328,9 @@ def _compute(todo, cache: EmbeddingCache, embedder, size: int, batch_size: int,
                                               float(np.float32(scores[row])), top, float(np.float32(probs[row, top])),
                                               pixel_hash, width, height, thumb))
             done += len(chunk)
+            if checkpoint and done < total and time.perf_counter() - last_saved > CHECKPOINT_SECONDS:
+                cache.save()
+                last_saved = time.perf_counter()
             if progress is not None:
                 progress(done, total)
 

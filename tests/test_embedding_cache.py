@@ -83,3 +83,19 @@ def test_a_damaged_cache_file_is_ignored(photos, tmp_path):
     cache.path.write_bytes(b"not a zip file")
     assert EmbeddingCache.open(tmp_path).records == {}
     assert file_digest(photos[0]) == file_digest(photos[0]) != file_digest(photos[1])
+
+
+def test_a_pass_cut_short_keeps_the_photos_already_embedded(photos, model, tmp_path, monkeypatch):
+    """A reloaded page or killed process mid-check must not throw away the batches already computed."""
+    monkeypatch.setattr(embedding_cache, "CHECKPOINT_SECONDS", 0.0)
+    cache = default_cache_dir(tmp_path / "data")
+
+    def stop_after_two_batches(done, total):
+        if done >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_files(photos, cache, embedder=model, batch_size=2, progress=stop_after_two_batches)
+    counting = CountingEmbedder(model)
+    again = embed_files(photos, cache, embedder=counting, batch_size=2)
+    assert again.computed == counting.photos == len(photos) - 4  # only the photos never embedded
