@@ -19,6 +19,8 @@ from typing import Callable, Optional
 import keras
 import numpy as np
 
+from carclf.fixed_batch import predict_padded
+
 # Photos per backbone call while caching features (inference only: no gradients, so larger than a
 # training batch is cheap).
 EXTRACT_BATCH = 32
@@ -27,11 +29,13 @@ EXTRACT_BATCH = 32
 def extract_features(extractor, dataset, on_batch: Optional[Callable[[int], None]] = None):
     """``(features, labels)`` arrays of every batch of ``dataset`` passed through ``extractor``.
 
+    Every call has ``EXTRACT_BATCH`` rows (ragged batches padded), so the extractor is traced once per run.
+
     ``on_batch(photos_done)`` runs after each batch: a stop request raises there, a heartbeat beats.
     """
     features, labels, done = [], [], 0
     for images, batch_labels in dataset:
-        features.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float32))
+        features.append(np.asarray(predict_padded(extractor, images, EXTRACT_BATCH), dtype=np.float32))
         labels.append(np.asarray(batch_labels, dtype=np.float32))
         done += len(features[-1])
         if on_batch is not None:
