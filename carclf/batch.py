@@ -31,11 +31,15 @@ class FilePredictions:
     """Model outputs for a list of files, row ``i`` for ``paths[i]``.
 
     Rows of unreadable files are NaN in ``probabilities``; ``errors`` maps their index to the reason.
+    ``probabilities`` are calibrated with the model's temperature for the views averaged (``temperature``,
+    None when it has none); ``raw_probabilities`` are the model's own (evaluation scores both).
     """
 
     paths: tuple[Path, ...]
     probabilities: np.ndarray  # (n_files, n_classes) float32
     errors: dict  # file index -> why it could not be read
+    raw_probabilities: Optional[np.ndarray] = None  # (n_files, n_classes) float32, before calibration
+    temperature: Optional[float] = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -76,7 +80,14 @@ def predict_files(
     if paths:
         run = _predict_with_tta if tta > 1 else _predict_plain
         run(model, paths, tta, int(batch_size), probabilities, errors, progress or _no_progress)
-    return FilePredictions(paths=paths, probabilities=probabilities, errors=errors)
+    temperature = model.temperature_for(tta) if hasattr(model, "temperature_for") else None
+    calibrated = probabilities
+    if temperature is not None and len(paths):
+        calibrated = probabilities.copy()
+        ok = ~np.isnan(probabilities).any(axis=1)
+        calibrated[ok] = model.calibrate(probabilities[ok], tta).astype(np.float32)
+    return FilePredictions(paths=paths, probabilities=calibrated, errors=errors, raw_probabilities=probabilities,
+                           temperature=temperature)
 
 
 def _predict_plain(model, paths, tta, batch_size, probabilities, errors, progress) -> None:
@@ -104,7 +115,7 @@ def _predict_with_tta(model, paths, tta, batch_size, probabilities, errors, prog
         if result.error is not None:
             errors[index] = str(result.error)
         else:
-            probabilities[index] = np.asarray(result.probabilities, dtype=np.float32)
+            probabilities[index] = np.asarray(result.raw_probabilities or result.probabilities, dtype=np.float32)
 
 
 def unreadable_reason(path: Path) -> str:

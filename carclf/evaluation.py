@@ -7,6 +7,9 @@ so the dashboard can open the photos behind any confusion cell (``report.cell(tr
 The data folder's class names (its sub-folder names) are matched to the model's classes by name, so a
 validation folder may hold only some of the model's classes, in any order; a class the model does not
 know is a ``DataError``, because its photos could never be right.
+
+Probabilities are also scored as probabilities (``carclf.calibration``): expected calibration error with
+its reliability bins, negative log-likelihood and Brier score, before and after the bundle's temperature.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from carclf import calibration
 from carclf.atomic import atomic_write_text
 from carclf.batch import DEFAULT_BATCH_SIZE, Progress, predict_files
 from carclf.errors import DataError
@@ -81,6 +85,9 @@ class EvalReport:
     tta: int = OFF  # views averaged per photo (1 = off)
     data_dir: str = ""
     model_name: str = ""
+    # {"temperature": T or None, "before": scores, "after": scores} (carclf.calibration.scores: accuracy,
+    # ece, nll, brier, bins); None for reports written before calibration was measured.
+    calibration: Optional[dict] = None
 
     @property
     def n_images(self) -> int:
@@ -132,6 +139,7 @@ class EvalReport:
             "confusion": self.confusion.astype(int).tolist(),
             "misclassified": [_file_dict(f) for f in self.misclassified],
             "unreadable": [{"path": path, "reason": reason} for path, reason in self.unreadable],
+            "calibration": self.calibration,
         }
 
     def to_json(self, indent: Optional[int] = None) -> str:
@@ -178,6 +186,7 @@ class EvalReport:
             tta=view_count(int(summary.get("tta", OFF))),  # reports from before 1 meant off said 0
             data_dir=summary.get("data_dir", ""),
             model_name=summary.get("model", ""),
+            calibration=summary.get("calibration") if isinstance(summary.get("calibration"), dict) else None,
         )
 
 
@@ -219,7 +228,7 @@ def evaluate(
         for i, (path, t) in enumerate(zip(paths, true_index))
         if ok[i]
     )
-    return build_report(
+    report = build_report(
         files=files,
         model_classes=model_classes,
         unreadable=tuple(unreadable),
@@ -227,6 +236,30 @@ def evaluate(
         data_dir=str(data_dir),
         model_name=str(getattr(model, "name", "") or ""),
     )
+    return replace(report, calibration=calibration_scores(predictions, true_index))
+
+
+def calibration_scores(predictions, true_index: np.ndarray) -> dict:
+    """ECE (and bins), NLL and Brier of the readable photos before and after the model's temperature."""
+    ok = predictions.ok
+    raw = predictions.raw_probabilities if predictions.raw_probabilities is not None else predictions.probabilities
+    labels = true_index[ok]
+    return {
+        "temperature": predictions.temperature,
+        "before": _rounded(calibration.scores(raw[ok], labels)),
+        "after": _rounded(calibration.scores(predictions.probabilities[ok], labels)),
+    }
+
+
+def _rounded(value):
+    """Floats in nested dicts/lists rounded to DIGITS (report files stay readable)."""
+    if isinstance(value, float):
+        return round(value, DIGITS)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
 
 
 def map_classes(data_classes: Sequence[str], model_classes: Sequence[str]) -> dict:

@@ -5,6 +5,10 @@ normalisation is a layer inside the model; they return the class probabilities i
 (written beside the export). A conversion can silently change answers (float16 rounding, int8
 quantisation, an op lowered differently), so every export is immediately run on real photos next to the
 Keras model and the largest probability difference and top-1 agreement are written to ``parity.json``.
+
+A bundle with a calibration (``carclf.calibration``) is exported with its no-TTA temperature inside the
+graph (an artefact sees one photo at a time), so the artefact returns the same calibrated probabilities
+as ``predict --tta 1``; the parity check compares it with the Keras model calibrated in numpy.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from carclf.calibration import EPS, Calibration, apply_temperature
 from carclf.errors import ConfigError, DataError, ImageError
 from carclf.images import is_image_file, load_rgb_array
 
@@ -118,6 +123,7 @@ class ExportResult:
     size_bytes: int
     parity: ParityReport
     parity_path: Path
+    temperature: Optional[float] = None  # the calibration inside the artefact (None: raw softmax)
 
     def to_dict(self) -> dict:
         return {
@@ -127,6 +133,7 @@ class ExportResult:
             "size_bytes": self.size_bytes,
             "parity": self.parity.to_dict(),
             "parity_path": str(self.parity_path),
+            "temperature": self.temperature,
         }
 
 
@@ -241,8 +248,9 @@ def export_model(
 
     photos = parity_photo_paths(parity_images, max_parity_images)
     batch = np.stack([load_rgb_array(p, size=bundle.img_size) for p in photos]).astype(np.float32)
-    artefact = spec.write(bundle.model, target, quantization, batch)
-    parity = check_parity(bundle.model, spec.load_runner(artefact), batch, quantization, photos)
+    temperature = export_temperature(bundle.meta)
+    artefact = spec.write(calibrated_model(bundle.model, temperature), target, quantization, batch)
+    parity = check_parity(bundle.model, spec.load_runner(artefact), batch, quantization, photos, temperature)
 
     side = spec.side_dir(artefact)
     parity_path = side / PARITY_FILE
@@ -253,19 +261,44 @@ def export_model(
         size_bytes=_size(artefact),
         parity=parity,
         parity_path=parity_path,
+        temperature=temperature,
     )
     (side / LABELS_FILE).write_text(json.dumps(list(bundle.class_names), indent=2) + "\n", encoding="utf-8")
+    output = "class probabilities in labels.json order"
+    if temperature is not None:
+        output = f"calibrated {output} (temperature {temperature:.4g}, fitted without TTA)"
     record = {**result.to_dict(), "input": f"float32 raw RGB 0..255, shape (N, {bundle.img_size}, "
-              f"{bundle.img_size}, 3)", "output": "class probabilities in labels.json order"}
+              f"{bundle.img_size}, 3)", "output": output}
     parity_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return result
 
 
+def export_temperature(meta: dict) -> Optional[float]:
+    """The temperature an export carries: the bundle's no-TTA one (None: no calibration, or T = 1)."""
+    calibration = Calibration.from_meta(meta or {})
+    temperature = None if calibration is None else calibration.temperature_for(1)
+    return None if temperature in (None, 1.0) else temperature
+
+
+def calibrated_model(model, temperature: Optional[float]):
+    """``model`` followed by ``softmax(log(clip(p)) / T)`` in the graph; ``model`` itself when T is None."""
+    if temperature is None:
+        return model
+    import keras
+
+    image = keras.Input(model.inputs[0].shape[1:], name="image")
+    probabilities = model(image)
+    logits = keras.ops.log(keras.ops.clip(probabilities, EPS, 1.0)) / float(temperature)
+    return keras.Model(image, keras.ops.softmax(logits, axis=-1), name=f"{model.name}_calibrated")
+
+
 def check_parity(
-    keras_model, run_export: Callable, batch: np.ndarray, quantization: Quantization, photos=()
+    keras_model, run_export: Callable, batch: np.ndarray, quantization: Quantization, photos=(),
+    temperature: Optional[float] = None,
 ) -> ParityReport:
-    """Run the Keras model and the exported artefact on the same batch and compare the probabilities."""
-    expected = np.asarray(keras_model.predict_on_batch(batch), dtype=np.float64)
+    """Run the Keras model (calibrated in numpy with ``temperature``) and the exported artefact on the same
+    batch and compare the probabilities."""
+    expected = apply_temperature(np.asarray(keras_model.predict_on_batch(batch), dtype=np.float64), temperature)
     actual = np.asarray(run_export(batch), dtype=np.float64)
     if actual.shape != expected.shape:
         raise ConfigError(f"the export returns shape {actual.shape}, the Keras model {expected.shape}: a bug.")

@@ -5,6 +5,8 @@ photos read by the safe loader, TTA views rendered and averaged by ``carclf.tta.
 scoring as training's final TTA score), the classifier and the car gate run together in ONE traced call per
 few photos (``carclf.inference``), answers labelled with display names. ``tta`` counts the views averaged
 (1 = off); left out, it is the model's own (``default_tta``: the views its validation score used).
+Probabilities are calibrated with the bundle's temperature for the views averaged (``carclf.calibration``)
+everywhere they are shown or written; a bundle without one answers exactly as before.
 A Predictor wraps either a trained bundle (``kind="trained"``) or the built-in default model
 (``kind="default"``: ImageNet body types, see ``carclf.default_model``).
 """
@@ -19,6 +21,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from carclf import default_model
+from carclf.calibration import Calibration, apply_temperature, is_uncertain, uncertain_threshold
 from carclf.gate import CarGate, car_score
 from carclf.images import ImageSource, describe_source, load_image
 from carclf.results import Prediction, ViewResult, top_k_labels
@@ -69,6 +72,10 @@ class Predictor:
         self.tta_view_names: Optional[tuple[str, ...]] = tuple(self.meta.get(TTA_VIEWS_META_KEY) or ()) or None
         # The views averaged when a caller does not say: those the model's validation score was measured with.
         self.default_tta = own_tta(self.meta)
+        # Temperatures by views averaged (None: no calibration, probabilities as the model gives them), and
+        # the calibrated top probability under which an answer is "not sure" (None: never).
+        self.calibration = Calibration.from_meta(self.meta)
+        self.uncertain_below = uncertain_threshold(self.meta)
         self.classifier = classifier  # None for the default model (it reads the gate's ImageNet output)
         self.gate_classifier = gate_classifier
         # One traced call returns class probabilities and the gate's ImageNet probabilities together.
@@ -112,8 +119,17 @@ class Predictor:
         return score_photos(self._score_views, images, self.views_for(tta), self.img_size, self.tta_view_names,
                             gate_size=gate_size, progress=progress)
 
+    def temperature_for(self, views: int) -> Optional[float]:
+        """The temperature of a prediction averaging ``views`` views; None when the bundle has no calibration."""
+        return None if self.calibration is None else self.calibration.temperature_for(view_count(views))
+
+    def calibrate(self, probabilities: np.ndarray, views: int) -> np.ndarray:
+        """Raw class probabilities (N, C) or (C,) averaged over ``views`` views, calibrated (float64)."""
+        return apply_temperature(probabilities, self.temperature_for(views))
+
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, C) for a prepared (N, H, W, 3) uint8 batch (any H, W; resized inside).
+        """RAW class probabilities (N, C) for a prepared (N, H, W, 3) uint8 batch (any H, W; resized inside):
+        pass them through ``calibrate(p, 1)`` before showing them.
 
         For evaluation and submission fed by tf.data: no TTA and no gate, so a trained model runs alone.
         """
@@ -154,9 +170,11 @@ class Predictor:
         ]
 
     def _result(self, source, scored: PhotoScore, top_k: int) -> Prediction:
-        """One photo's TTA answer as a Prediction, keeping each view's vote."""
-        probs = scored.view_probabilities
-        mean = scored.probabilities
+        """One photo's TTA answer as a Prediction, keeping each view's vote (each view calibrated as one look,
+        the average with the temperature of its number of views)."""
+        probs = self.calibrate(scored.view_probabilities, OFF)
+        raw = scored.probabilities
+        mean = self.calibrate(raw, len(scored.names))
         best = int(np.argmax(mean))
         views = [
             ViewResult(name, self.display_names[int(np.argmax(p))], float(p.max()), tuple(float(v) for v in p))
@@ -174,6 +192,9 @@ class Predictor:
             tta_changed_answer=int(np.argmax(probs[0])) != best,
             model_name=self.name,
             notice=self.notice,
+            uncertain=is_uncertain(float(mean[best]), self.uncertain_below),
+            temperature=self.temperature_for(len(scored.names)),
+            raw_probabilities=tuple(float(v) for v in raw),
         )
 
     # --- explanation ------------------------------------------------------------------------------------

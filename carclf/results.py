@@ -27,6 +27,9 @@ class Prediction:
 
     ``is_car``/``car_score`` are the gate's verdict: when ``is_car`` is False the label should not be shown
     as the answer. ``error`` is set (and the rest empty) for a photo that could not be read in a batch.
+    Probabilities are calibrated when the bundle has a temperature (``temperature``, see
+    ``carclf.calibration``); ``raw_probabilities`` are the model's own. ``uncertain``: the calibrated top
+    probability is under the bundle's "not sure" threshold (never for a bundle without calibration).
     """
 
     source: str
@@ -41,6 +44,9 @@ class Prediction:
     model_name: str = ""
     notice: str | None = None
     error: str | None = None
+    uncertain: bool = False
+    temperature: float | None = None  # the temperature applied (None: the bundle has no calibration)
+    raw_probabilities: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -58,6 +64,8 @@ class Prediction:
             "car_score": round(self.car_score, 6),
             "views": [{"name": v.name, "label": v.label, "probability": round(v.probability, 6)} for v in self.views],
             "tta_changed_answer": self.tta_changed_answer,
+            "uncertain": self.uncertain,
+            "temperature": None if self.temperature is None else round(self.temperature, 6),
             "model": self.model_name,
             "notice": self.notice,
             "error": self.error,

@@ -45,6 +45,9 @@ from carclf.gate import GATE_META_KEY, calibrate_threshold, car_score
 from carclf.model import build_classifier, head_tail, pooled_features_model, resolve_img_size, set_trainable
 from carclf.optimizers import build_optimizer
 from carclf.runs import RunPaths
+from carclf.tta import view_count
+from carclf.tensorboard_log import (TensorBoardEpochs, close_run_board, confusion_matrix, log_confusion,
+                                     log_training_batch)
 
 # Metric early stopping, LR reduction and the best checkpoint follow: smoother than accuracy on small sets.
 MONITOR = "val_loss"
@@ -173,6 +176,7 @@ def stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, 
 
         callbacks.append(AugScheduleCallback(augmenter, AugSchedule(last_epochs=config.aug_weaken_last), stage.epochs))
     callbacks.append(EpochBackup(stage_backup_dir(paths, number)))
+    callbacks.append(TensorBoardEpochs(paths))  # after the backup: an epoch is logged once it can be resumed from
     return callbacks
 
 
@@ -320,32 +324,63 @@ def _weights_only(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.outputs, name=model.name)
 
 
-def evaluate_tta(model, items: list, img_size: int, views: int) -> float:
-    """Validation accuracy over ``views`` deterministic TTA views per photo, scored by ``carclf.tta.score_photos``
-    like the exported bundle's Predictor, so ``evaluate --tta N`` on the bundle reproduces it (unreadable
-    photos are left out of both)."""
-    from carclf.tta import score_photos
+def score_views(model, items: list, img_size: int, views: int) -> tuple[list, list]:
+    """``(per-view probabilities (views, C) per readable photo, their labels)``: ``views`` deterministic TTA
+    views per photo scored by ``carclf.tta.score_photos``, like the exported bundle's Predictor (unreadable
+    photos are left out of both). The TTA score and the calibration fit share this one pass."""
+    from carclf.fixed_batch import predict_padded
+    from carclf.tta import VIEWS_PER_CALL, score_photos
 
-    def classify(batch):
-        return model.predict_on_batch(batch.views.astype("float32")), None
+    def classify(batch):  # the last, ragged call padded to a full one: the model is traced once
+        views = batch.views.astype("float32")
+        return predict_padded(model, views, max(len(views), VIEWS_PER_CALL)), None
 
     scored = score_photos(classify, [item.path for item in items], views, img_size)
-    answers = [(photo, item.label) for photo, item in zip(scored, items) if photo.ok]
-    return sum(int(np.argmax(photo.probabilities)) == label for photo, label in answers) / max(1, len(answers))
+    answers = [(photo.view_probabilities, item.label) for photo, item in zip(scored, items) if photo.ok]
+    return [probs for probs, _ in answers], [label for _, label in answers]
 
 
-def final_metrics(model, config, data: TrainData, val_ds, img_size: int) -> dict:
-    """Loss and accuracy of the exported weights on validation, plus TTA accuracy when configured."""
+def _mean_view_accuracy(view_probabilities: list, labels: list) -> float:
+    right = [int(np.argmax(np.asarray(p, dtype=np.float64).mean(axis=0))) == label
+             for p, label in zip(view_probabilities, labels)]
+    return sum(right) / max(1, len(right))
+
+
+def evaluate_tta(model, items: list, img_size: int, views: int) -> float:
+    """Validation accuracy over ``views`` deterministic TTA views per photo (see ``score_views``), so
+    ``evaluate --tta N`` on the bundle reproduces it."""
+    return _mean_view_accuracy(*score_views(model, items, img_size, views))
+
+
+def final_metrics(model, config, data: TrainData, val_ds, img_size: int, val_views=None) -> dict:
+    """Loss and accuracy of the exported weights on validation, plus TTA accuracy when configured
+    (from ``val_views``, ``score_views``' result with the run's TTA, when given)."""
     loss, accuracy = model.evaluate(val_ds, verbose=0)
     metrics = {"val_loss": float(loss), "val_accuracy": float(accuracy), "val_images": len(data.val)}
     if config.tta > 1:
-        metrics["val_accuracy_tta"] = evaluate_tta(model, data.val, img_size, config.tta)
+        metrics["val_accuracy_tta"] = (_mean_view_accuracy(*val_views) if val_views is not None
+                                       else evaluate_tta(model, data.val, img_size, config.tta))
         metrics["tta"] = config.tta
     return metrics
 
 
-def export(model, config: TrainConfig, data: TrainData, paths: RunPaths, metrics: dict, img_size: int) -> Path:
-    """Write the inference bundle ``<models_dir>/<run_id>`` from the final weights."""
+def fit_calibration(val_views, tta: int):
+    """Temperatures (no TTA, and the run's TTA) fitted on the validation photos' views; logged in one line
+    per fit (a skipped fit on too few photos says why)."""
+    from carclf.calibration import fit_views, log_line
+
+    calibration = fit_views(*val_views, view_count(tta))
+    print(log_line(calibration), flush=True)
+    return calibration
+
+
+def export(model, config: TrainConfig, data: TrainData, paths: RunPaths, metrics: dict, img_size: int,
+           calibration=None) -> Path:
+    """Write the inference bundle ``<models_dir>/<run_id>`` from the final weights (with the fitted
+    ``calibration`` and the "not sure" threshold, when given)."""
+    from carclf.calibration import META_KEY, UNCERTAIN_BELOW, UNCERTAIN_KEY
+
+    extra = {} if calibration is None else {META_KEY: calibration.to_meta(), UNCERTAIN_KEY: UNCERTAIN_BELOW}
     return save_bundle(
         model,
         Path(config.models_dir) / paths.run_id,
@@ -359,6 +394,7 @@ def export(model, config: TrainConfig, data: TrainData, paths: RunPaths, metrics
             "data_summary": {**data.info.summary(), "train_images": len(data.train), "val_images": len(data.val)},
             "tta": config.tta,
             GATE_META_KEY: gate_threshold_for(data.val, config.batch_size),
+            **extra,
         },
         overwrite=True,
     )
@@ -366,6 +402,7 @@ def export(model, config: TrainConfig, data: TrainData, paths: RunPaths, metrics
 
 def gate_threshold_for(val_items, batch_size: int) -> float:
     """The "not a car" threshold stored in the bundle, chosen on the run's validation photos (all cars)."""
+    from carclf.fixed_batch import predict_padded
     from carclf.pipeline import make_predict_dataset
     from carclf.predict import gate_classifier
 
@@ -373,7 +410,7 @@ def gate_threshold_for(val_items, batch_size: int) -> float:
     size = int(gate.inputs[0].shape[1])
     scores = []
     for images, _, ok in make_predict_dataset([item.path for item in val_items], size, batch_size):
-        probs = gate.predict_on_batch(images)
+        probs = predict_padded(gate, images, batch_size)  # one shape: one trace of the gate
         scores.extend(car_score(probs)[ok.numpy()])
     return calibrate_threshold(scores)
 
@@ -402,6 +439,8 @@ def train(config: TrainConfig, run_dir, verbose: Optional[int] = None) -> dict:
     except BaseException as error:  # record why, keep every file already written, and re-raise
         runs.update_status(paths, state=runs.FAILED, error=_one_line(error), finished_at=now_iso())
         raise
+    finally:
+        close_run_board(paths)
     return runs.update_status(paths, state=runs.FINISHED, finished_at=now_iso(), heartbeat_at=now_iso(),
                               bundle=str(bundle), val_metrics=metrics,
                               final_val_accuracy=metrics.get("val_accuracy_tta", metrics["val_accuracy"]))
@@ -415,9 +454,13 @@ def _train(config: TrainConfig, paths: RunPaths, flag: SignalFlag, verbose: int)
         # The dtype policy is process-global: put it back before the export builds the gate classifier in
         # this process, and for whatever runs in it next.
         setup.restore()
-    metrics = final_metrics(model, config, data, datasets[1], img_size)
+    val_views = score_views(model, data.val, img_size, view_count(config.tta))
+    metrics = final_metrics(model, config, data, datasets[1], img_size, val_views)
     print("final: " + ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()), flush=True)
-    bundle = export(model, config, data, paths, metrics, img_size)
+    calibration = fit_calibration(val_views, config.tta)
+    log_confusion(paths, confusion_matrix(*val_views, data.num_classes), data.info.display_names,
+                  read_progress(paths).epochs_done)
+    bundle = export(model, config, data, paths, metrics, img_size, calibration)
     print(f"bundle: {bundle}", flush=True)
     return bundle, metrics
 
@@ -446,6 +489,10 @@ def fit_stages(setup: DeviceSetup, config: TrainConfig, paths: RunPaths, flag: S
     runs.update_status(paths, img_size=img_size, devices=setup.describe(), epochs_total=config.epochs_total,
                        epochs_planned=config.epochs_total,  # epochs_total shrinks when a stage stops early
                        stages_total=len(config.stages), data_summary=data.info.summary())
+    if progress.stages_done < len(config.stages):  # once per run (skipped when already logged)
+        first = stage_img_size(config.stages[progress.stages_done], img_size)
+        log_training_batch(paths, data.train, first, inputs.augmenter(first), config.seed, data.info.display_names,
+                           progress.epochs_done)
     for number in range(progress.stages_done + 1, len(config.stages) + 1):
         epochs_run = run_stage(model, number, config, setup, inputs, paths, flag, progress, verbose, img_size)
         finish_stage(model, paths, progress, number, epochs_run)

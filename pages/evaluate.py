@@ -1,5 +1,6 @@
-"""Evaluate: score a model on a labelled folder; accuracy, per-class table, confusion matrix, and the
-photos behind any confusion cell with their top-k and Grad-CAM."""
+"""Evaluate: score a model on a labelled folder; accuracy, per-class table, confusion matrix beside a
+reliability diagram (are its probabilities honest?), and the photos behind any confusion cell with their
+top-k and Grad-CAM."""
 
 from __future__ import annotations
 
@@ -57,11 +58,12 @@ def scores_ui(report) -> None:
                                               for p, why in report.unreadable))
 
 
-def cell_choice_ui(report) -> tuple[str, str]:
-    """The confusion cell to open: set by clicking the heatmap, or with the two select boxes."""
+def cell_choice_ui(report, chart_area) -> tuple[str, str]:
+    """The confusion cell to open: set by clicking the heatmap (drawn in ``chart_area``), or with the two
+    select boxes."""
     labels = list(report.labels)
-    event = st.plotly_chart(charts.confusion_heatmap(report.confusion, labels), key="eval_confusion",
-                            on_select="rerun", selection_mode="points")
+    event = chart_area.plotly_chart(charts.confusion_heatmap(report.confusion, labels), key="eval_confusion",
+                                    on_select="rerun", selection_mode="points")
     points = event.selection.points if event and event.selection else []
     if points:
         clicked = (str(points[0]["y"]), str(points[0]["x"]))
@@ -76,6 +78,18 @@ def cell_choice_ui(report) -> tuple[str, str]:
     true = cols[0].selectbox("True class", labels, key="eval_true")
     pred = cols[1].selectbox("Predicted class", labels, key="eval_pred")
     return true, pred
+
+
+def calibration_ui(report, area) -> None:
+    """The reliability diagram and ECE / NLL / Brier before and after the bundle's temperature."""
+    from carclf.calibration import summary_line
+
+    if not report.calibration:
+        area.caption("This report has no calibration scores: run the evaluation again.")
+        return
+    area.plotly_chart(charts.reliability_diagram(report.calibration), key="eval_reliability")
+    area.caption(summary_line(report.calibration) + ". A calibrated model is right about as often as it says: "
+                 "bars on the diagonal.")
 
 
 def cell_ui(report, model_path: str | None, true: str, pred: str) -> None:
@@ -121,7 +135,9 @@ def evaluate_page() -> None:
     views = f"TTA over {report.tta} views" if report.tta > 1 else "no TTA"
     st.caption(f"Model `{report.model_name}` on {dataset_picker.display_root(report.data_dir)} ({views}).")
     scores_ui(report)
-    true, pred = cell_choice_ui(report)
+    confusion_area, reliability_area = st.columns([3, 2])
+    true, pred = cell_choice_ui(report, confusion_area)
+    calibration_ui(report, reliability_area)
     cell_ui(report, state["model"], true, pred)
 
 

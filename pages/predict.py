@@ -1,4 +1,7 @@
-"""Predict: one photo in detail (verdict, top-k, TTA views, Grad-CAM) or many photos as a table + CSV."""
+"""Predict: one photo in detail (verdict, top-k, TTA views, Grad-CAM) or many photos as a table + CSV.
+
+The verdict is one of three: the car model; "Not sure" with the top alternatives when the calibrated top
+probability is under the bundle's threshold; "Not a car" when the gate says so (it comes first)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ DEFAULT_TOP_K = 5
 BATCH_CHUNK = 8
 # Size of the per-view thumbnails, px.
 VIEW_THUMB_PX = 160
+# Alternatives named by a "Not sure" verdict.
+NOT_SURE_ALTERNATIVES = 3
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,15 @@ def photos_ui() -> list[Photo]:
 
 
 def verdict_ui(result, predictor) -> None:
-    """The answer in words: the car model, or 'not a car' with the gate's score."""
-    if result.is_car:
+    """The answer in words: the car model, 'not sure' with the alternatives, or 'not a car' with the gate's
+    score."""
+    if result.is_car and result.uncertain:
+        options = ", ".join(f"**{label}** {p:.0%}" for label, p in result.top_k[:NOT_SURE_ALTERNATIVES])
+        st.warning(
+            f"### Not sure\nNo answer reaches {predictor.uncertain_below:.0%}: it could be {options}.",
+            icon=":material/help:",
+        )
+    elif result.is_car:
         st.success(f"### {result.label}\n{result.probability:.1%} confident", icon=":material/directions_car:")
     else:
         st.warning(
@@ -86,7 +98,8 @@ def verdict_ui(result, predictor) -> None:
             f"{predictor.gate_threshold:.2f}. Best guess if it is one: {result.label} ({result.probability:.0%}).",
             icon=":material/block:",
         )
-    st.caption(f"Car score {result.car_score:.2f} · model `{result.model_name}`")
+    calibrated = "" if result.temperature is None else f" · calibrated (temperature {result.temperature:.2f})"
+    st.caption(f"Car score {result.car_score:.2f} · model `{result.model_name}`{calibrated}")
     if result.tta_changed_answer:
         st.info(
             f"TTA changed the answer: the original view alone said **{result.views[0].label}**.",
@@ -128,10 +141,13 @@ def single_ui(predictor, photo: Photo, options: Options) -> None:
 
 
 def _verdict(result) -> str:
-    """The table's answer: the label only for a car; a non-car is said to be one, never given a model."""
+    """The table's answer: the label only for a car the model is sure of; a non-car is said to be one, never
+    given a model; an uncertain answer says so with its best guess."""
     if not result.ok:
         return "unreadable"
-    return result.label if result.is_car else "not a car"
+    if not result.is_car:
+        return "not a car"
+    return f"not sure ({result.label}?)" if result.uncertain else result.label
 
 
 def batch_ui(predictor, photos: list[Photo], options: Options) -> None:

@@ -53,9 +53,10 @@ def texts(elements) -> list[str]:
 
 
 def make_bundle(models_dir: Path, name: str, classes: list[str], display_names: list[str],
-                tta: int | None = None) -> Path:
+                tta: int | None = None, extra_meta: dict | None = None) -> Path:
     """A real (untrained, tiny) classifier saved as a bundle: efficientnet_lite0 at 32 px, random weights;
-    ``tta``: the views its (pretend) validation score was measured with, stored in its meta.json.
+    ``tta``: the views its (pretend) validation score was measured with, stored in its meta.json;
+    ``extra_meta``: more meta.json keys (e.g. a calibration).
 
     Its answers are arbitrary but deterministic; the tests check what the pages show, not accuracy.
     """
@@ -71,4 +72,5 @@ def make_bundle(models_dir: Path, name: str, classes: list[str], display_names: 
     meta = {"backbone": config.backbone, "val_metrics": {"val_accuracy": 0.5}}
     if tta is not None:
         meta["tta"] = tta
+    meta.update(extra_meta or {})
     return save_bundle(model, models_dir / name, classes, display_names, meta=meta)

@@ -89,3 +89,23 @@ def test_sidebar_model_choice_is_shared_by_all_pages(bundle, shared_data):
     at.switch_page("pages/evaluate.py").run()
     assert at.sidebar.selectbox(key="carclf_model_picker").value == "default"  # the choice survived two pages
     assert at.selectbox(key="eval_model").value == "default"
+
+
+def test_reliability_diagram_beside_the_confusion_matrix(app_env, shared_data, tmp_path):
+    bundle = make_bundle(app_env["models"], "tiny-cal", ["3", "9"], ["VAZ-2110", "VAZ-21099"],
+                         extra_meta={"calibration": {"temperature": {"1": 0.5}}})
+    data = copy_photos(shared_data, LAYOUT, tmp_path / "val")
+    at = open_page("evaluate.py", model=str(bundle))
+    at.text_input(key="eval_data").set_value(str(data)).run()
+    at.button(key="eval_run").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    assert charts[0]["data"][0]["type"] == "heatmap"  # the confusion matrix comes first, as before
+    diagram = next(chart for chart in charts if chart["layout"]["title"]["text"].startswith("Reliability"))
+    assert "→" in diagram["layout"]["title"]["text"]  # ECE before -> after the temperature
+    bars = next(trace for trace in diagram["data"] if trace["type"] == "bar")
+    assert bars["name"] == "calibrated (T 0.50)" and len(bars["x"]) == 10
+    assert sum(count for count, _ in bars["customdata"]) == 3  # every evaluated photo sits in one bin
+    before = next(trace for trace in diagram["data"] if trace.get("name") == "before calibration")
+    assert all(0 <= y <= 1 for y in before["y"])
+    assert any("calibration (temperature 0.500)" in text for text in texts(at.caption))

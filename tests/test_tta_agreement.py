@@ -15,6 +15,7 @@ import pytest
 from carclf import runs
 from carclf.batch import predict_files
 from carclf.bundle import load_bundle, save_bundle
+from carclf.calibration import apply_temperature
 from carclf.cli import main
 from carclf.errors import ConfigError
 from carclf.evaluation import EvalReport, evaluate
@@ -82,7 +83,10 @@ def test_predictor_sees_the_views_training_scored(trained):
     for photo, result in zip(photos, results):
         views, _ = tta_views(photo, TTA, IMG_SIZE)
         expected = np.asarray(bundle.model.predict_on_batch(views.astype("float32"))).mean(axis=0)
-        np.testing.assert_allclose(result.probabilities, expected, atol=1e-5, err_msg=photo.name)
+        np.testing.assert_allclose(result.raw_probabilities, expected, atol=1e-5, err_msg=photo.name)
+        # what it shows is that mean calibrated with the run's TTA temperature (carclf.calibration)
+        calibrated = apply_temperature(expected, result.temperature)
+        np.testing.assert_allclose(result.probabilities, calibrated, atol=1e-4, err_msg=photo.name)
 
 
 @pytest.mark.slow

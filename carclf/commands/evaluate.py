@@ -7,7 +7,8 @@ import sys
 
 from carclf.commands.predict import TTA_HELP
 
-HELP = "Evaluate a model on a labelled folder: accuracy, per-class metrics, confusion matrix, mistakes."
+HELP = ("Evaluate a model on a labelled folder: accuracy, per-class metrics, confusion matrix, mistakes, and "
+        "calibration (ECE, NLL, Brier before and after the bundle's temperature).")
 
 # Confusions listed in the readable summary (the full matrix is in --out / --json).
 TOP_CONFUSIONS = 5
@@ -67,6 +68,10 @@ def summary(report, out_dir=None) -> str:
     ]
     for m in report.per_class:
         lines.append(f"{m.name[:24]:<24} {m.precision:>9.3f} {m.recall:>7.3f} {m.f1:>7.3f} {m.support:>7d}")
+    if report.calibration:
+        from carclf.calibration import summary_line
+
+        lines += ["", summary_line(report.calibration)]
     confusions = sorted(
         ((int(report.confusion[i, j]), report.labels[i], report.labels[j])
          for i in range(len(report.labels)) for j in range(len(report.labels)) if i != j and report.confusion[i, j]),

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_table(model, paths: list[Path], results) -> str:
-    """A readable table: file, verdict (gate), label with probability, car score, the other top-k."""
+    """A readable table: file, verdict (gate; "not sure" under the bundle's threshold), label with its
+    (calibrated) probability, car score, the other top-k."""
     lines = []
     if model.notice:
         lines += [f"note: {model.notice}", ""]
@@ -82,7 +83,7 @@ def format_table(model, paths: list[Path], results) -> str:
         if not r.ok:
             lines.append(f"{name:<{FILE_WIDTH}} {'ERROR':<9} {r.error}")
             continue
-        verdict = "car" if r.is_car else "not car"
+        verdict = "not car" if not r.is_car else "not sure" if r.uncertain else "car"
         others = ", ".join(f"{label} {p:.2f}" for label, p in r.top_k[1:])
         changed = "  (TTA changed the answer)" if r.tta_changed_answer else ""
         lines.append(

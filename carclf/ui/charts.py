@@ -104,3 +104,35 @@ def confusion_heatmap(matrix, class_names: Sequence[str]) -> go.Figure:
         title="Confusion matrix (click a cell)",
     )
     return fig
+
+
+def reliability_diagram(measured: dict) -> go.Figure:
+    """Reliability diagram of an evaluation (``EvalReport.calibration``): per confidence bin, the share of
+    right answers (bars: after the bundle's temperature) against the diagonal of perfect calibration, and
+    the uncalibrated bins as a line, so the gap the temperature closed is visible."""
+    calibrated = measured.get("temperature") is not None
+    shown = measured["after"] if calibrated else measured["before"]
+    bins = shown["bins"]
+    centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
+    width = bins[0]["upper"] - bins[0]["lower"] if bins else 0.1
+    name = f"calibrated (T {measured['temperature']:.2f})" if calibrated else "model"
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", hoverinfo="skip",
+                               line=dict(dash="dash", color="gray")))
+    fig.add_trace(go.Bar(
+        x=centres, y=[b["accuracy"] or 0.0 for b in bins], width=width * 0.9, name=name, marker_color="#1f77b4",
+        customdata=[[b["count"], b["confidence"] or 0.0] for b in bins],
+        hovertemplate="confidence %{x:.0%} bin<br>right %{y:.0%} of %{customdata[0]} photos"
+                      "<br>mean confidence %{customdata[1]:.0%}<extra></extra>"))
+    if calibrated:
+        before = [b for b in measured["before"]["bins"] if b["count"]]
+        fig.add_trace(go.Scatter(x=[b["confidence"] for b in before], y=[b["accuracy"] for b in before],
+                                 mode="lines+markers", name="before calibration", line=dict(color="#ff7f0e"),
+                                 hovertemplate="confidence %{x:.0%}<br>right %{y:.0%}<extra></extra>"))
+    ece = f"ECE {measured['before']['ece']:.1%}" + (f" → {measured['after']['ece']:.1%}" if calibrated else "")
+    fig.update_layout(
+        height=360, margin=dict(l=10, r=10, t=40, b=10), title=f"Reliability ({ece})",
+        xaxis=dict(title="confidence (top probability)", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="share right", range=[0, 1], tickformat=".0%"),
+        legend=dict(orientation="h", y=-0.25), bargap=0,
+    )
+    return fig
