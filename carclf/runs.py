@@ -52,6 +52,8 @@ LOCK_RELEASE_WAIT_S = 10.0
 _CHILDREN: dict[int, subprocess.Popen] = {}
 # Run ids are folder names: a slug and a timestamp, nothing that could climb out of runs/.
 _RUN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,80}$")
+# status.json key of a run imported from an archive (carclf.run_archive): read-only, never resumed or stopped.
+IMPORTED_KEY = "imported"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,16 @@ class RunPaths:
     @property
     def log(self) -> Path:
         return self.root / "log.txt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files (``train/`` and ``validation/``): ``tensorboard --logdir runs`` shows every run."""
+        return self.root / "tensorboard"
+
+    @property
+    def report(self) -> Path:
+        """An evaluation report of the run's model (``evaluate --out RUN/report``), packed with the run."""
+        return self.root / "report"
 
     @property
     def checkpoints(self) -> Path:
@@ -315,7 +327,7 @@ def stop_run(run_id: str, runs_dir=RUNS_DIR, timeout: float = 0.0) -> dict:
     """Ask a running run to stop (SIGTERM); wait up to ``timeout`` s for it to write state 'stopped'."""
     paths = _existing(run_id, runs_dir)
     status = _effective_status(paths)
-    if status.get("state") not in ACTIVE_STATES:
+    if status.get("state") not in ACTIVE_STATES or is_imported(status):
         raise RunError(f"run {run_id} is {status.get('state')}, not running: nothing to stop.")
     pid = int(status["pid"])
     try:
@@ -333,7 +345,10 @@ def stop_run(run_id: str, runs_dir=RUNS_DIR, timeout: float = 0.0) -> dict:
 def resume_run(run_id: str, runs_dir=RUNS_DIR) -> int:
     """Start a stopped, failed or interrupted run again; it continues from its last finished epoch."""
     paths = _existing(run_id, runs_dir)
-    state = _effective_status(paths).get("state")
+    status = _effective_status(paths)
+    if is_imported(status):
+        raise RunError(f"run {run_id} was imported from elsewhere: it is read-only and cannot be resumed here.")
+    state = status.get("state")
     if state not in RESUMABLE_STATES:
         raise RunError(f"run {run_id} is {state}: only stopped, failed or interrupted runs can be resumed.")
     if not paths.config.is_file():
@@ -354,7 +369,17 @@ def delete_run(run_id: str, runs_dir=RUNS_DIR) -> None:
 
 def is_active(status: dict) -> bool:
     """True when a status (from read_status/list_runs) belongs to a live process."""
-    return status.get("state") in ACTIVE_STATES
+    return status.get("state") in ACTIVE_STATES and not is_imported(status)
+
+
+def is_imported(status: dict) -> bool:
+    """True for a run imported from an archive: trained elsewhere, shown read-only here."""
+    return bool(status.get(IMPORTED_KEY))
+
+
+def is_resumable(status: dict) -> bool:
+    """True when ``resume_run`` may continue this run (stopped, failed or interrupted, and trained here)."""
+    return status.get("state") in RESUMABLE_STATES and not is_imported(status)
 
 
 def _existing(run_id: str, runs_dir) -> RunPaths:

@@ -19,8 +19,8 @@ from carclf.data import dataset_name
 from carclf.errors import CarclfError, ConfigError, RunError
 from carclf.config import ACTIVATIONS, DEFAULT_PRESET, PRESETS, DenseBlock, HeadConfig, StageConfig, load_config
 from carclf.ui.navigation import page_frame
-from carclf.ui import (access, bundle_io, charts, dataset_picker, limits, loaders, settings, sidebar, train_form,
-                       widgets)
+from carclf.ui import (access, bundle_io, charts, dataset_picker, limits, loaders, run_io, settings, sidebar,
+                       train_form, widgets)
 
 # Seconds between refreshes of the runs table and the live curves.
 RUN_POLL_S = 3
@@ -222,7 +222,8 @@ def runs_table(all_runs: list[dict]) -> pd.DataFrame:
         {
             "run": [r["run_id"] for r in all_runs],
             "state": [r.get("state") for r in all_runs],
-            "status": [run_summary.describe_state(r) for r in all_runs],
+            "status": [run_summary.describe_state(r) + (" · imported" if runs.is_imported(r) else "")
+                       for r in all_runs],
             "stage": [r.get("stage") for r in all_runs],
             "progress": [run_summary.progress_fraction(r) for r in all_runs],
             "model val acc": [value for value, _ in scores],
@@ -278,12 +279,16 @@ def run_detail_ui(run_id: str, status: dict) -> None:
     manage = access.can_manage()  # visitors of a public app see the buttons greyed out
     cols[1].button("Stop", key="train_stop", disabled=not manage or not runs.is_active(status), icon=":material/stop:",
                    on_click=_run_action, args=(_stop, run_id), help=access.manage_blocked_reason() or None)
-    resumable = status.get("state") in runs.RESUMABLE_STATES
+    resumable = runs.is_resumable(status)  # an imported run is read-only
     cols[2].button("Resume", key="train_resume", disabled=not manage or not resumable,
                    icon=":material/play_arrow:", on_click=_run_action, args=(_resume, run_id),
                    help=access.manage_blocked_reason() or None)
     if ACTION_ERROR_KEY in st.session_state:
         st.error(settings.hide_paths(st.session_state.pop(ACTION_ERROR_KEY)))
+    if runs.is_imported(status):
+        from carclf.run_archive import describe_origin
+
+        st.info(describe_origin(status).capitalize() + ".", icon=":material/cloud_download:")
     if status.get("error"):
         st.error(settings.hide_paths(status["error"]))
     if status.get("bundle"):
@@ -384,6 +389,9 @@ def train_page() -> None:
         else:
             form_ui(info)
     with runs_tab:
+        imported = run_io.import_run_ui()
+        if imported:
+            st.session_state[SELECTED_RUN_KEY] = imported
         runs_ui()
     with compare_tab:
         compare_ui()

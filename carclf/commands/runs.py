@@ -1,7 +1,8 @@
-"""``python -m carclf runs list | show RUN | stop RUN | resume RUN | delete RUN [--runs-dir DIR]``.
+"""``python -m carclf runs list | show RUN | stop RUN | resume RUN | delete RUN | pack RUN OUT.zip | import FILE``.
 
 A terminal view of what the dashboard's Train page shows: every run's state and progress, one run's
-status, history and log tail, and the stop/resume/delete actions. Reads files only (no TensorFlow).
+status, history and log tail, and the stop/resume/delete actions; ``pack``/``import`` move a run between
+machines as one file (``carclf.run_archive``). Reads files only (no TensorFlow).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 
 from carclf.run_summary import describe_state, headline_score
 
-HELP = "List, inspect, stop, resume or delete training runs."
+HELP = "List, inspect, stop, resume, delete, pack or import training runs."
 
 # Lines of log shown by ``runs show``.
 LOG_TAIL_LINES = 15
@@ -29,6 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         sub.add_argument("run_id", metavar="RUN", help="run id as shown by 'runs list'")
         _runs_dir_after_action(sub)
+    pack = actions.add_parser(
+        "pack", help="write a run (history, status, config, log, TensorBoard logs, report) as one .zip",
+        description="Write a run folder as one .zip file: config, status, history, log, TensorBoard logs and an "
+                    "evaluation report in RUN/report; checkpoints only with --checkpoints.")
+    pack.add_argument("run_id", metavar="RUN", help="run id as shown by 'runs list', or a run folder")
+    pack.add_argument("out", metavar="OUT.zip", help="file to write")
+    pack.add_argument("--checkpoints", action="store_true", help="also pack the checkpoints (large)")
+    _runs_dir_after_action(pack)
+    imported = actions.add_parser(
+        "import", help="install a run archive as a read-only run (shown with its curves, never resumed)",
+        description="Check a run archive made by 'runs pack' and install it in the runs folder as a read-only "
+                    "run trained elsewhere.")
+    imported.add_argument("file", metavar="ARCHIVE", help="file made by 'runs pack'")
+    _runs_dir_after_action(imported)
 
 
 def _runs_dir_after_action(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +80,10 @@ def _show(args) -> int:
     for key in ("started_at", "heartbeat_at", "finished_at", "devices", "bundle", "error"):
         if status.get(key):
             print(f"  {key}: {status[key]}")
+    if runs.is_imported(status):
+        from carclf.run_archive import describe_origin
+
+        print(f"  imported: {describe_origin(status)}")
     history = runs.read_history(args.run_id, args.runs_dir)
     if len(history):
         print(history.tail(10).to_string(index=False))
@@ -99,7 +118,27 @@ def _delete(args) -> int:
     return 0
 
 
-ACTIONS = {"list": _list, "show": _show, "stop": _stop, "resume": _resume, "delete": _delete}
+def _pack(args) -> int:
+    from carclf import run_archive
+
+    paths = run_archive.find_run(args.run_id, args.runs_dir)
+    out = run_archive.pack_run(paths, args.out, checkpoints=args.checkpoints)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) from run {paths.run_id}")
+    return 0
+
+
+def _import(args) -> int:
+    from carclf import run_archive, runs
+
+    run_id = run_archive.import_run(args.file, args.runs_dir)
+    status = runs.read_status(run_id, args.runs_dir)
+    print(f"imported run {run_id} ({describe_state(status)}, model val accuracy {_model_accuracy(status)}) "
+          f"into {runs.run_paths(run_id, args.runs_dir).root}; it is read-only here")
+    return 0
+
+
+ACTIONS = {"list": _list, "show": _show, "stop": _stop, "resume": _resume, "delete": _delete, "pack": _pack,
+           "import": _import}
 
 
 def _stage(status: dict) -> str:
