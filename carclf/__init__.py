@@ -16,8 +16,15 @@ background process that survives the caller, which is what the dashboard uses.
 import importlib
 import os
 
+from carclf import requirements_check
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks the network on import otherwise
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# TensorFlow is not a dependency of the package (it keeps the one installed): a too-old TensorFlow or
+# Keras fails here in one line, a missing one when something first needs it (the dashboard must still
+# import carclf to say what to install).
+requirements_check.check_versions()
 
 __version__ = "0.1.0"
 
@@ -38,7 +45,20 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
+# Public names that cannot work without TensorFlow: asking for one names what to install, before any import.
+_NEEDS_TENSORFLOW = frozenset({"load_model", "evaluate", "start_run"})
+
+
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        if name in _NEEDS_TENSORFLOW:
+            requirements_check.check_versions(need_installed=True)
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ModuleNotFoundError as error:
+            message = requirements_check.missing_framework_message(error)
+            if message:
+                raise ImportError(message) from None  # one line naming what to install, not Keras' traceback
+            raise
+        return getattr(module, name)
     raise AttributeError(f"module 'carclf' has no attribute {name!r}")
