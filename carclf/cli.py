@@ -12,6 +12,7 @@ import os
 import sys
 
 from carclf.errors import CarclfError
+from carclf.requirements_check import missing_framework_message
 
 # Commands that never touch TensorFlow (they only read run folders): no need to pay for importing it.
 # The doctor imports it itself, only when some photo is not in its embedding cache yet (a second run is fast).
@@ -73,10 +74,16 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command not in COMMANDS_WITHOUT_TENSORFLOW:
-        import_tensorflow_quietly()
     try:
+        if args.command not in COMMANDS_WITHOUT_TENSORFLOW:
+            import_tensorflow_quietly()
         return int(args._run(args) or 0)
+    except ModuleNotFoundError as error:  # no TensorFlow/Keras: say what to install, not a traceback
+        message = missing_framework_message(error)
+        if not message:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except CarclfError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -186,3 +186,20 @@ def test_wheel_installs_beside_tensorflow_without_replacing_it(tmp_path: Path) -
             "load_config(preset='full'); print(carclf.__file__, tf.__version__, keras.__version__)")
     where, tf_version, _ = _run([python, "-c", code], cwd=tmp_path).stdout.split()
     assert Path(where).is_relative_to(tmp_path / "venv") and tf_version == before["tensorflow-cpu"]
+
+
+def test_cli_without_tensorflow_says_what_to_install(tmp_path: Path) -> None:
+    """``python -m carclf train`` where TensorFlow cannot be imported: one line naming the install, no traceback."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class NoTensorFlow(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow':\n"
+        "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
+        "sys.meta_path.insert(0, NoTensorFlow())\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}
+    done = subprocess.run([sys.executable, "-m", "carclf", "train", "--data", str(tmp_path)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "error: " + requirements_check.missing_message("TensorFlow")
