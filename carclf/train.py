@@ -352,16 +352,29 @@ def evaluate_tta(model, items: list, img_size: int, views: int) -> float:
     return _mean_view_accuracy(*score_views(model, items, img_size, views))
 
 
-def final_metrics(model, config, data: TrainData, val_ds, img_size: int, val_views=None) -> dict:
-    """Loss and accuracy of the exported weights on validation, plus TTA accuracy when configured
-    (from ``val_views``, ``score_views``' result with the run's TTA, when given)."""
-    loss, accuracy = model.evaluate(val_ds, verbose=0)
-    metrics = {"val_loss": float(loss), "val_accuracy": float(accuracy), "val_images": len(data.val)}
+def final_metrics(config, data: TrainData, val_views) -> dict:
+    """Loss and accuracy of the exported weights on the validation photos, plus TTA accuracy when configured,
+    all from ``val_views`` (``score_views``' pass with the run's TTA; its first view is the photo as
+    validation saw it in training), so the end of a run makes one pass over them, not two."""
+    view_probabilities, labels = val_views
+    first = [np.asarray(p, dtype=np.float64)[:1] for p in view_probabilities]
+    metrics = {"val_loss": smoothed_cross_entropy(first, labels, config.label_smoothing),
+               "val_accuracy": _mean_view_accuracy(first, labels), "val_images": len(data.val)}
     if config.tta > 1:
-        metrics["val_accuracy_tta"] = (_mean_view_accuracy(*val_views) if val_views is not None
-                                       else evaluate_tta(model, data.val, img_size, config.tta))
+        metrics["val_accuracy_tta"] = _mean_view_accuracy(view_probabilities, labels)
         metrics["tta"] = config.tta
     return metrics
+
+
+def smoothed_cross_entropy(view_probabilities: list, labels: list, label_smoothing: float) -> float:
+    """Mean categorical cross-entropy of the photos' (view-averaged) probabilities against label-smoothed
+    targets: the training loss Keras reports as ``val_loss`` (same clipping), from probabilities at hand."""
+    if not labels:
+        return float("nan")
+    probs = np.stack([np.asarray(p, dtype=np.float64).mean(axis=0) for p in view_probabilities])
+    classes = probs.shape[1]
+    targets = np.eye(classes)[np.asarray(labels)] * (1.0 - label_smoothing) + label_smoothing / classes
+    return float(-(targets * np.log(np.clip(probs, 1e-7, 1.0 - 1e-7))).sum(axis=1).mean())
 
 
 def fit_calibration(val_views, tta: int):
@@ -455,7 +468,7 @@ def _train(config: TrainConfig, paths: RunPaths, flag: SignalFlag, verbose: int)
         # this process, and for whatever runs in it next.
         setup.restore()
     val_views = score_views(model, data.val, img_size, view_count(config.tta))
-    metrics = final_metrics(model, config, data, datasets[1], img_size, val_views)
+    metrics = final_metrics(config, data, val_views)
     print("final: " + ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()), flush=True)
     calibration = fit_calibration(val_views, config.tta)
     log_confusion(paths, confusion_matrix(*val_views, data.num_classes), data.info.display_names,
