@@ -166,6 +166,23 @@ def train_bundles(seeds: list, presets: list, overrides: dict, keep: Path) -> Pa
     return keep
 
 
+def ece_noise_floor(probabilities, draws: int = 200, seed: int = 0) -> float:
+    """Mean ECE of a model calibrated by construction: labels drawn from ``probabilities`` themselves.
+    What a test set this size reads as "miscalibration" from sampling alone."""
+    import numpy as np
+
+    from carclf import calibration
+
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    cumulative = probabilities.cumsum(axis=1)
+    values = []
+    for _ in range(draws):
+        labels = (rng.random((len(probabilities), 1)) > cumulative).sum(axis=1).clip(0, probabilities.shape[1] - 1)
+        values.append(calibration.ece(probabilities, labels))
+    return round(float(np.mean(values)), 4)
+
+
 def pooled_scores(parts: list) -> dict:
     """Scores over every split's test photos together: one split's ~47 photos put about 5-10 points of
     sampling noise into a 10-bin ECE even for a perfectly calibrated model; all splits together about half."""
@@ -174,7 +191,10 @@ def pooled_scores(parts: list) -> dict:
     from carclf import calibration
 
     labels = [label for p in parts for label in p[POOL_KEY]["labels"]]
-    result = {"photos": len(labels)}
+    pooled_after = [row for p in parts for row in p[POOL_KEY]["after"]]
+    result = {"photos": len(labels), "ece_noise_floor": ece_noise_floor(pooled_after),
+              "ece_noise_floor_one_split": round(statistics.mean(ece_noise_floor(p[POOL_KEY]["after"])
+                                                                 for p in parts), 4)}
     for when in ("before", "after"):
         probabilities = np.array([row for p in parts for row in p[POOL_KEY][when]])
         result[when] = {key: round(float(value), 4) for key, value in calibration.scores(probabilities, labels).items()
