@@ -139,6 +139,7 @@ def train_bundles(seeds: list, presets: list, overrides: dict, keep: Path) -> Pa
     from carclf.config import load_config
     from carclf.data import scan_dataset, stratified_split
     from carclf.train import train
+    from bench_time_to_accuracy import keep_split  # the same split.json the timing benchmark leaves
 
     for seed in seeds:
         with tempfile.TemporaryDirectory(prefix="carclf-calib-") as temp:
@@ -148,11 +149,7 @@ def train_bundles(seeds: list, presets: list, overrides: dict, keep: Path) -> Pa
             train_items, val_items = stratified_split(rest, bench_accuracy.VAL_FRACTION, seed=seed)
             train_dir = bench_accuracy.split_tree(train_items, info.classes, work / "train")
             val_dir = bench_accuracy.split_tree(val_items, info.classes, work / "val")
-            folder = keep / f"seed{seed}"
-            folder.mkdir(parents=True, exist_ok=True)
-            listing = {part: [[str(Path(item.path).resolve()), info.classes[item.label]] for item in items]
-                       for part, items in (("train", train_items), ("val", val_items), ("test", test_items))}
-            (folder / SPLIT_FILE).write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
+            folder = keep_split(keep, seed, info.classes, {"train": train_items, "val": val_items, "test": test_items})
             for preset in presets:
                 config = load_config(preset=preset, overrides={
                     **overrides, "data": str(train_dir), "val_data": str(val_dir),

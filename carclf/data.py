@@ -454,6 +454,19 @@ def _read_labels_file(path: Path) -> dict[str, str]:
     return {str(key): str(value) for key, value in data.items()}
 
 
+def cap_per_class(items: list, limit: int, seed: int) -> list:
+    """``limit`` photos of each class, chosen by ``seed``, in their original order."""
+    rng = np.random.default_rng(seed)
+    by_label: dict = {}
+    for item in items:
+        by_label.setdefault(item.label, []).append(item)
+    kept = []
+    for label in sorted(by_label):
+        members = by_label[label]
+        kept += [members[i] for i in sorted(rng.permutation(len(members))[:limit])]
+    return kept
+
+
 def stratified_split(
     data: Union[DatasetInfo, Iterable[Item]],
     val_fraction: float = DEFAULT_VAL_FRACTION,

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-import numpy as np
 
 from carclf.atomic import atomic_write_json
-from carclf.data import DEFAULT_VAL_FRACTION, LABELS_FILE, DatasetInfo, scan_dataset, stratified_split
+from carclf.data import (DEFAULT_VAL_FRACTION, LABELS_FILE, DatasetInfo, cap_per_class, scan_dataset,
+                         stratified_split)
 from carclf.errors import DataError
 
 # Written into OUT: what the split was made from; its presence also marks OUT as ours to rebuild.
@@ -59,7 +59,7 @@ def make_holdout(
     ``out_dir`` is refused, so that nothing else is ever deleted.
     """
     info = data if isinstance(data, DatasetInfo) else scan_dataset(data)
-    items = _cap_per_class(list(info.items), max_per_class, seed) if max_per_class > 0 else list(info.items)
+    items = cap_per_class(list(info.items), max_per_class, seed) if max_per_class > 0 else list(info.items)
     train, val = stratified_split(items, val_fraction, seed)
     if not val:
         raise DataError(f"{info.root}: too few photos for a validation split; add photos (2+ per class).")
@@ -74,19 +74,6 @@ def make_holdout(
     atomic_write_json(out / MANIFEST, {"source": str(info.root), "val_fraction": val_fraction, "seed": seed,
                                        "max_per_class": max_per_class, "counts": counts})
     return Holdout(train=out / "train", val=out / "val", counts=counts)
-
-
-def _cap_per_class(items: list, limit: int, seed: int) -> list:
-    """``limit`` photos of each class, chosen by ``seed``, in their original order."""
-    rng = np.random.default_rng(seed)
-    by_label: dict = {}
-    for item in items:
-        by_label.setdefault(item.label, []).append(item)
-    kept = []
-    for label in sorted(by_label):
-        members = by_label[label]
-        kept += [members[i] for i in sorted(rng.permutation(len(members))[:limit])]
-    return kept
 
 
 def _fresh_output(out: Path) -> Path:

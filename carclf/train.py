@@ -38,7 +38,7 @@ from carclf.callbacks import (CosineSchedule, EpochBackup, HistoryCSV, SignalFla
                               StopRequested, restore_backup)
 from carclf.clock import now_iso
 from carclf.config import StageConfig, TrainConfig
-from carclf.data import DatasetInfo, Item, scan_dataset, stratified_split
+from carclf.data import DatasetInfo, Item, cap_per_class, scan_dataset, stratified_split
 from carclf.devices import DeviceSetup, configure_devices
 from carclf.errors import ConfigError, DataError
 from carclf.gate import GATE_META_KEY, calibrate_threshold, car_score
@@ -84,7 +84,7 @@ def prepare_data(config: TrainConfig) -> TrainData:
     info = scan_dataset(config.data, class_names=config.class_display_names or None)
     items = list(info.items)
     if config.max_images_per_class:
-        items = _cap_per_class(items, config.max_images_per_class, config.seed)
+        items = cap_per_class(items, config.max_images_per_class, config.seed)
     if config.val_data:
         train_items, val_items = items, _explicit_val_items(config, info)
     else:
@@ -107,18 +107,6 @@ def _explicit_val_items(config: TrainConfig, info: DatasetInfo) -> list:
                         f"{config.data}; use a validation folder with the training classes only.")
     label_of = {name: index for index, name in enumerate(info.classes)}
     return [Item(item.path, label_of[val_info.classes[item.label]]) for item in val_info.items]
-
-
-def _cap_per_class(items: list, limit: int, seed: int) -> list:
-    rng = np.random.default_rng(seed)
-    by_label: dict[int, list] = {}
-    for item in items:
-        by_label.setdefault(item.label, []).append(item)
-    kept = []
-    for label in sorted(by_label):
-        members = by_label[label]
-        kept += [members[i] for i in sorted(rng.permutation(len(members))[:limit])]
-    return kept
 
 
 def make_datasets(config: TrainConfig, data: TrainData, img_size: int, batch_size: int, augmenter):

@@ -70,6 +70,18 @@ def streamlit_server(home: Path, env: dict[str, str], log: Path) -> Iterator[tup
             process.wait()
 
 
+@contextlib.contextmanager
+def dashboard_server(root: Path) -> Iterator[tuple[str, dict]]:
+    """The app with its own empty home, models, runs and augmentation folders under ``root``; yield (url, folders)."""
+    folders = {name: root / name for name in ("home", "models", "runs", "augment")}
+    for folder in folders.values():
+        folder.mkdir()
+    env = {"CARCLF_MODELS_DIR": str(folders["models"]), "CARCLF_RUNS_DIR": str(folders["runs"]),
+           "CARCLF_AUGMENT_DIR": str(folders["augment"])}
+    with streamlit_server(folders["home"], env, root / "server.log") as (url, _):
+        yield url, folders
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process, MB (VmRSS from /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

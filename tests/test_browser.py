@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from browser_helpers import browser_page, go_to, launch_tiny_run, streamlit_server, wait_idle
+from browser_helpers import browser_page, dashboard_server, go_to, launch_tiny_run, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -26,12 +26,7 @@ TRAIN_TIMEOUT_MS = 300_000
 
 @pytest.fixture
 def server(tmp_path):
-    folders = {name: tmp_path / name for name in ("home", "models", "runs", "augment")}
-    for folder in folders.values():
-        folder.mkdir()
-    env = {"CARCLF_MODELS_DIR": str(folders["models"]), "CARCLF_RUNS_DIR": str(folders["runs"]),
-           "CARCLF_AUGMENT_DIR": str(folders["augment"])}
-    with streamlit_server(folders["home"], env, tmp_path / "server.log") as (url, process):
+    with dashboard_server(tmp_path) as (url, folders):
         yield url, folders
 
 

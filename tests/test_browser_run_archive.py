@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from browser_helpers import browser_page, go_to, streamlit_server, wait_idle
+from browser_helpers import browser_page, dashboard_server, go_to, wait_idle
 from run_archive_helpers import EPOCHS, packed_run
 
 pytestmark = pytest.mark.browser
@@ -16,12 +16,7 @@ LOAD_TIMEOUT_MS = 180_000
 
 @pytest.fixture
 def server(tmp_path):
-    folders = {name: tmp_path / name for name in ("home", "models", "runs", "augment")}
-    for folder in folders.values():
-        folder.mkdir()
-    env = {"CARCLF_MODELS_DIR": str(folders["models"]), "CARCLF_RUNS_DIR": str(folders["runs"]),
-           "CARCLF_AUGMENT_DIR": str(folders["augment"])}
-    with streamlit_server(folders["home"], env, tmp_path / "server.log") as (url, process):
+    with dashboard_server(tmp_path) as (url, folders):
         yield url, folders
 
 
