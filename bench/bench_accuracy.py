@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -139,21 +140,37 @@ def run_carclf(train_dir: Path, val_dir: Path, test_items, work: Path, preset: s
             "val_metrics": status.get("val_metrics"), "preset": preset}
 
 
-def one_split(seed: int, preset: str) -> dict:
-    """Both methods on the split drawn with ``seed``."""
+class Split(NamedTuple):
+    """One benchmark split: the scanned photos, the three parts, and symlink folders of train and val."""
+
+    info: object
+    train: list
+    val: list
+    test: list
+    train_dir: Path
+    val_dir: Path
+
+
+def make_split(work: Path, seed: int) -> Split:
+    """The split drawn with ``seed`` (30 % test, 20 % of the rest validation), its folders under ``work``."""
     from carclf.data import scan_dataset, stratified_split
 
+    info = scan_dataset(merged_tree(work))
+    rest, test_items = stratified_split(info, TEST_FRACTION, seed=seed)
+    train_items, val_items = stratified_split(rest, VAL_FRACTION, seed=seed)
+    return Split(info, train_items, val_items, test_items, split_tree(train_items, info.classes, work / "train"),
+                 split_tree(val_items, info.classes, work / "val"))
+
+
+def one_split(seed: int, preset: str) -> dict:
+    """Both methods on the split drawn with ``seed``."""
     with tempfile.TemporaryDirectory(prefix="carclf-bench-") as temp:
         work = Path(temp)
-        info = scan_dataset(merged_tree(work))
-        rest, test_items = stratified_split(info, TEST_FRACTION, seed=seed)
-        train_items, val_items = stratified_split(rest, VAL_FRACTION, seed=seed)
-        train_dir = split_tree(train_items, info.classes, work / "train")
-        val_dir = split_tree(val_items, info.classes, work / "val")
-        recipe = run_recipe(train_items, val_items, test_items, info.num_classes, seed)
-        ours = run_carclf(train_dir, val_dir, test_items, work, preset, seed)
-    return {"seed": seed, "classes": list(info.classes), "train": len(train_items), "val": len(val_items),
-            "test": len(test_items), "recipe": recipe, "carclf": ours}
+        split = make_split(work, seed)
+        recipe = run_recipe(split.train, split.val, split.test, split.info.num_classes, seed)
+        ours = run_carclf(split.train_dir, split.val_dir, split.test, work, preset, seed)
+    return {"seed": seed, "classes": list(split.info.classes), "train": len(split.train), "val": len(split.val),
+            "test": len(split.test), "recipe": recipe, "carclf": ours}
 
 
 def main() -> None:

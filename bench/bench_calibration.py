@@ -137,18 +137,13 @@ def train_bundles(seeds: list, presets: list, overrides: dict, keep: Path) -> Pa
     ``keep/seed<N>/<preset>/`` + ``split.json``, the layout ``from_bundles`` reads."""
     from carclf import runs
     from carclf.config import load_config
-    from carclf.data import scan_dataset, stratified_split
     from carclf.train import train
     from bench_time_to_accuracy import keep_split  # the same split.json the timing benchmark leaves
 
     for seed in seeds:
         with tempfile.TemporaryDirectory(prefix="carclf-calib-") as temp:
             work = Path(temp)
-            info = scan_dataset(bench_accuracy.merged_tree(work))
-            rest, test_items = stratified_split(info, bench_accuracy.TEST_FRACTION, seed=seed)
-            train_items, val_items = stratified_split(rest, bench_accuracy.VAL_FRACTION, seed=seed)
-            train_dir = bench_accuracy.split_tree(train_items, info.classes, work / "train")
-            val_dir = bench_accuracy.split_tree(val_items, info.classes, work / "val")
+            info, train_items, val_items, test_items, train_dir, val_dir = bench_accuracy.make_split(work, seed)
             folder = keep_split(keep, seed, info.classes, {"train": train_items, "val": val_items, "test": test_items})
             for preset in presets:
                 config = load_config(preset=preset, overrides={

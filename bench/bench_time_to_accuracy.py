@@ -112,15 +112,9 @@ def keep_split(keep: Path, seed: int, classes, splits: dict) -> Path:
 
 
 def one_split(seed: int, keep: Path = None) -> dict:
-    from carclf.data import scan_dataset, stratified_split
-
     with tempfile.TemporaryDirectory(prefix="carclf-tta-") as temp:
         work = Path(temp)
-        info = scan_dataset(bench_accuracy.merged_tree(work))
-        rest, test_items = stratified_split(info, bench_accuracy.TEST_FRACTION, seed=seed)
-        train_items, val_items = stratified_split(rest, bench_accuracy.VAL_FRACTION, seed=seed)
-        train_dir = bench_accuracy.split_tree(train_items, info.classes, work / "train")
-        val_dir = bench_accuracy.split_tree(val_items, info.classes, work / "val")
+        info, train_items, val_items, test_items, train_dir, val_dir = bench_accuracy.make_split(work, seed)
         order = list(METHODS)[seed % len(METHODS):] + list(METHODS)[:seed % len(METHODS)]
         kept = keep_split(keep, seed, info.classes, {"train": train_items, "val": val_items, "test": test_items}) \
             if keep else None
