@@ -7,19 +7,17 @@ imports TensorFlow: versions are read from the installed packages' metadata.
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import sys
 
 import streamlit as st
 
+from carclf.requirements_check import TENSORFLOW_DISTRIBUTIONS, installed
 from carclf.ui import settings
 
 # The first Python without tensorflow-cpu 2.21 wheels; the versions to tell users to choose instead.
 FIRST_UNSUPPORTED_PYTHON = (3, 14)
 WORKING_PYTHONS = "3.12 or 3.13"
-# Package names a TensorFlow install may have (their metadata gives the version without importing it).
-TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-macos", "tf-nightly")
 
 
 def python_supported(version: tuple = tuple(sys.version_info[:2])) -> bool:
@@ -28,13 +26,8 @@ def python_supported(version: tuple = tuple(sys.version_info[:2])) -> bool:
 
 
 def tensorflow_version() -> str | None:
-    """The installed TensorFlow version, or None when no TensorFlow is installed."""
-    for name in TENSORFLOW_DISTRIBUTIONS:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+    """The installed TensorFlow version, or None when no TensorFlow is installed (from package metadata)."""
+    return installed(TENSORFLOW_DISTRIBUTIONS)[1]
 
 
 def unsupported_message() -> str:
