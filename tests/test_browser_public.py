@@ -102,7 +102,8 @@ def _login(page):
 
 
 def _main_upload(page, path):
-    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    # The page's own dataset uploader comes first; the Train page's run-archive importer follows in an expander.
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
     wait_idle(page, ANSWER_TIMEOUT_MS)
 
 
