@@ -69,6 +69,12 @@ def sha256_file(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
+def checksum_mismatch(folder: Path, checksums: Mapping[str, str]) -> Optional[str]:
+    """The first file of ``checksums`` ({name: SHA-256}) under ``folder`` whose bytes do not match, else None:
+    how an unpacked bundle or run archive is checked against its manifest."""
+    return next((name for name, expected in checksums.items() if sha256_file(folder / name) != expected), None)
+
+
 def pack_bundle(model_dir: Union[str, Path], out_path: Union[str, Path]) -> Path:
     """Write bundle folder ``model_dir`` as one zip file at ``out_path`` (written atomically) and return it."""
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -101,10 +107,10 @@ def unpack_bundle(
         manifest = _read_manifest(archive, infos)
     temp = unpack_to_temp(source, models_dir, limits, quota=quota)
     try:
-        for name, expected in manifest["files"].items():
-            if sha256_file(temp.path / name) != expected:
-                raise BundleError(f"{name} in the bundle file does not match its checksum: the file is damaged or "
-                                  "was modified; download or pack it again.")
+        damaged = checksum_mismatch(temp.path, manifest["files"])
+        if damaged:
+            raise BundleError(f"{damaged} in the bundle file does not match its checksum: the file is damaged or "
+                              "was modified; download or pack it again.")
         (temp.path / MANIFEST_FILE).unlink()
         bundle = load_bundle(temp.path)  # Keras safe mode; checks labels, outputs, input size
         del bundle

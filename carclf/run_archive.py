@@ -24,7 +24,7 @@ from typing import Optional, Union
 from carclf import runs
 from carclf.archive import ArchiveLimits, ArchiveSource, member_parts, open_zip, safe_members, unpack_to_temp
 from carclf.atomic import atomic_output, atomic_write_json, read_json_object
-from carclf.bundle_file import sha256_file
+from carclf.bundle_file import checksum_mismatch, sha256_file
 from carclf.clock import now_iso
 from carclf.errors import ArchiveError, ConfigError, RunError
 from carclf.runs import RunPaths
@@ -122,10 +122,10 @@ def import_run(source: ArchiveSource, runs_dir=runs.RUNS_DIR, limits: Optional[A
         manifest = _read_manifest(archive, safe_members(archive, limits))
     temp = unpack_to_temp(source, runs_dir, limits, quota=quota)
     try:
-        for name, expected in manifest["files"].items():
-            if sha256_file(temp.path / name) != expected:
-                raise ArchiveError(f"{name} in the run archive does not match its checksum: the file is damaged "
-                                   "or was modified; pack the run again.")
+        damaged = checksum_mismatch(temp.path, manifest["files"])
+        if damaged:
+            raise ArchiveError(f"{damaged} in the run archive does not match its checksum: the file is damaged "
+                               "or was modified; pack the run again.")
         (temp.path / MANIFEST_FILE).unlink()
         _check_run_files(RunPaths(temp.path))
         os.chmod(temp.path, RUN_DIR_MODE)  # mkdtemp made it owner-only
