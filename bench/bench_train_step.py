@@ -4,7 +4,7 @@ Builds carclf's default classifier (the ``quick`` preset's backbone and size, Im
 ``train_on_batch`` on one fixed batch after a warm-up (tracing) step, for each unfreeze setting a stage
 can use. Prints one JSON object. The numbers are from whatever machine runs it: note its load.
 
-    python bench/bench_train_step.py [--preset quick] [--steps 5] [--batch-size 16]
+    python bench/bench_train_step.py [--preset quick] [--steps 5] [--batch-size 16] [--unfreeze all 90% ...]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--unfreeze", nargs="+", metavar="VALUE",
+                        help="time these unfreeze values instead of the default four (e.g. all 90%% 80%%)")
     args = parser.parse_args()
 
     import numpy as np
@@ -48,8 +50,9 @@ def main() -> None:
     images = rng.integers(0, 256, (args.batch_size, img_size, img_size, 3)).astype("float32")
     labels = np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, args.batch_size)]
 
+    settings = {value: value for value in args.unfreeze} if args.unfreeze else UNFREEZE_SETTINGS
     results = {}
-    for name, unfreeze in UNFREEZE_SETTINGS.items():
+    for name, unfreeze in settings.items():
         layers = set_trainable(model, unfreeze)
         compile_stage(model, StageConfig(learning_rate=1e-4, unfreeze=unfreeze), config, setup)
         started = time.perf_counter()
