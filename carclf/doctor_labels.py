@@ -11,6 +11,10 @@ classifier that never saw it (K-fold, stratified), then
   as many or more of the injected flips in the top k than the margin p[suggested] - p[given] did, in every
   feature variant tried (pooled Lite0 at 224/320 px, Lite2, GeM, 2x2 grid, mirrored views, whitening), so
   it is the ranking; the margin is kept in each suspect for the detail line.
+- A bundle fine-tuned (``quick``) on the noisy photos themselves is no better judge (2026-12-03, brand case,
+  seed 0: 12 flips): it learns the wrong labels (it still gave 8 of 11 flipped photos their wrong label),
+  so its own probabilities put 3 flips in the top 12; out-of-fold ridge on its pooled features 5, the same
+  as on the frozen features, and both feature sets concatenated 6. Hence no ``--model`` features here.
 
 NumPy only, and cheap enough to rerun on every doctor run: the classifier is ridge regression on one-hot
 labels (closed form, in whichever of photo or feature space is smaller), its scores turned into

@@ -32,7 +32,7 @@ NOTES = {
     ),
     "quick": PresetNote(
         does="a head on 5 cached views, then the whole backbone fine-tuned for 10 epochs, 4-view TTA",
-        measured="about 2 min for 112 photos, 4 min for 224 (quiet machine); test error 35 %, where fast erred 41 %",
+        measured="about 2.5 min for 112 photos, 4 min for 224 (quiet machine); test error 34 %, where fast erred 41 %",
     ),
     "full": PresetNote(
         does="Lite2 at 260 px, four progressive stages, strong augmentation, mixed precision on a GPU",
