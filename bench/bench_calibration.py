@@ -187,13 +187,13 @@ def pooled_scores(parts: list) -> dict:
     result = {"photos": len(labels), "ece_noise_floor": ece_noise_floor(pooled_after),
               "ece_noise_floor_one_split": round(statistics.mean(ece_noise_floor(p[POOL_KEY]["after"])
                                                                  for p in parts), 4)}
-    for when in ("before", "after"):
-        probabilities = np.array([row for p in parts for row in p[POOL_KEY][when]])
+    pooled = {when: np.array([row for p in parts for row in p[POOL_KEY][when]]) for when in ("before", "after")}
+    for when, probabilities in pooled.items():
         result[when] = {key: round(float(value), 4) for key, value in calibration.scores(probabilities, labels).items()
                         if isinstance(value, (int, float))}
     # The ceiling of temperature scaling here: ONE temperature fitted on these very test photos (hindsight, so
     # not a method): what is left above the noise floor is miscalibration no temperature can remove.
-    before = np.array([row for p in parts for row in p[POOL_KEY]["before"]])
+    before = pooled["before"]
     hindsight = calibration.fit_temperature(before, labels).temperature
     result["hindsight"] = {"temperature": round(hindsight, 4), **{
         key: round(float(value), 4) for key, value in
