@@ -189,16 +189,12 @@ def pooled_scores(parts: list) -> dict:
                                                                  for p in parts), 4)}
     pooled = {when: np.array([row for p in parts for row in p[POOL_KEY][when]]) for when in ("before", "after")}
     for when, probabilities in pooled.items():
-        result[when] = {key: round(float(value), 4) for key, value in calibration.scores(probabilities, labels).items()
-                        if isinstance(value, (int, float))}
+        result[when] = _scores(probabilities, labels)
     # The ceiling of temperature scaling here: ONE temperature fitted on these very test photos (hindsight, so
     # not a method): what is left above the noise floor is miscalibration no temperature can remove.
-    before = pooled["before"]
-    hindsight = calibration.fit_temperature(before, labels).temperature
-    result["hindsight"] = {"temperature": round(hindsight, 4), **{
-        key: round(float(value), 4) for key, value in
-        calibration.scores(calibration.apply_temperature(before, hindsight), labels).items()
-        if isinstance(value, (int, float))}}
+    hindsight = calibration.fit_temperature(pooled["before"], labels).temperature
+    result["hindsight"] = {"temperature": round(hindsight, 4),
+                           **_scores(calibration.apply_temperature(pooled["before"], hindsight), labels)}
     return result
 
 
