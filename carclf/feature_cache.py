@@ -26,15 +26,15 @@ from carclf.fixed_batch import predict_padded
 EXTRACT_BATCH = 32
 
 
-def extract_features(extractor, dataset, on_batch: Optional[Callable[[int], None]] = None):
-    """``(features, labels)`` arrays of every batch of ``dataset`` passed through ``extractor``.
+def extract_features(extractor, batches, on_batch: Optional[Callable[[int], None]] = None):
+    """``(features, labels)`` arrays of every ``(images, labels)`` batch passed through ``extractor``.
 
     Every call has ``EXTRACT_BATCH`` rows (ragged batches padded), so the extractor is traced once per run.
 
     ``on_batch(photos_done)`` runs after each batch: a stop request raises there, a heartbeat beats.
     """
     features, labels, done = [], [], 0
-    for images, batch_labels in dataset:
+    for images, batch_labels in batches:
         features.append(np.asarray(predict_padded(extractor, images, EXTRACT_BATCH), dtype=np.float32))
         labels.append(np.asarray(batch_labels, dtype=np.float32))
         done += len(features[-1])
@@ -43,33 +43,30 @@ def extract_features(extractor, dataset, on_batch: Optional[Callable[[int], None
     return np.concatenate(features), np.concatenate(labels)
 
 
-def cached_view_datasets(items, views: int, img_size: int, augmenter, seed: int, num_classes: int):
-    """The training photos' views as datasets in a fixed order: plain once, then ``views - 1`` augmented passes."""
-    from carclf.pipeline import make_dataset
+def view_batches(items, views: int, img_size: int, augmenter, seed: int, num_classes: int):
+    """The training photos' views in a fixed order, plain once, then ``views - 1`` augmented passes,
+    as numpy batches (``carclf.pipeline.labelled_batches``: one producer thread, see why there)."""
+    from carclf.pipeline import labelled_batches
 
     paths = [item.path for item in items]
     labels = [item.label for item in items]
-    plain = make_dataset(paths, labels, img_size, EXTRACT_BATCH, augment=None, shuffle=False, seed=seed,
-                         num_classes=num_classes)
+    yield from labelled_batches(paths, labels, img_size, EXTRACT_BATCH, seed=seed, num_classes=num_classes)
     if views <= 1 or augmenter is None:  # without augmentation every view would be the photo itself
-        return [plain]
-    augmented = make_dataset(paths * (views - 1), labels * (views - 1), img_size, EXTRACT_BATCH, augment=augmenter,
-                             shuffle=False, seed=seed, num_classes=num_classes)
-    return [plain, augmented]
+        return
+    yield from labelled_batches(paths * (views - 1), labels * (views - 1), img_size, EXTRACT_BATCH,
+                                augment=augmenter, seed=seed, num_classes=num_classes)
 
 
 def cache_features(extractor, train_items, val_items, views: int, img_size: int, augmenter, seed: int,
                    num_classes: int, on_batch: Optional[Callable[[int], None]] = None):
     """``(x_train, y_train, x_val, y_val, seconds)``: pooled features of the training views and validation photos."""
-    from carclf.pipeline import make_dataset
+    from carclf.pipeline import labelled_batches
 
     started = time.monotonic()
-    parts = [extract_features(extractor, dataset, on_batch)
-             for dataset in cached_view_datasets(train_items, views, img_size, augmenter, seed, num_classes)]
-    x_train = np.concatenate([x for x, _ in parts])
-    y_train = np.concatenate([y for _, y in parts])
-    val = make_dataset([item.path for item in val_items], [item.label for item in val_items], img_size,
-                       EXTRACT_BATCH, augment=None, shuffle=False, seed=seed, num_classes=num_classes)
+    x_train, y_train = extract_features(
+        extractor, view_batches(train_items, views, img_size, augmenter, seed, num_classes), on_batch)
+    val = labelled_batches([item.path for item in val_items], [item.label for item in val_items], img_size,
+                           EXTRACT_BATCH, seed=seed, num_classes=num_classes)
     x_val, y_val = extract_features(extractor, val, on_batch)
     return x_train, y_train, x_val, y_val, time.monotonic() - started
 

@@ -2,7 +2,7 @@
 
 The figures are measured, not promised: ``bench/bench_time_to_accuracy.py`` (fast, quick and the keras.io
 recipe on the same splits of 159 real photos of 5 car brands: 89 train, 23 validation, 47 test; 2 CPU
-cores shared with other jobs; means of splits 0-4, 2026-12-02). The Train page shows them next to the preset box so a newcomer can choose
+cores shared with other jobs; means of splits 0-4, 2026-12-03). The Train page shows them next to the preset box so a newcomer can choose
 between a first model in a minute and a better one in a few.
 """
 
@@ -28,11 +28,11 @@ class PresetNote:
 NOTES = {
     "fast": PresetNote(
         does="a head on frozen ImageNet features (3 cached views per photo), no fine-tuning, no TTA",
-        measured="21 s for 112 photos, 29 s for 224, 38 s for 448 (train from scratch in a new process); test error 41 % (the keras.io recipe: 43 %)",
+        measured="18 s for 112 photos, 17 s for 224, 29 s for 448 (train from scratch in a new process); test error 40 % (the keras.io recipe: 43 %)",
     ),
     "quick": PresetNote(
-        does="a head on 10 cached views, then the whole backbone fine-tuned for 12 epochs, 4-view TTA",
-        measured="about 2.5 min for 112 photos (2 cores; 224 photos took 4 min with 10 fine-tuning epochs); test error 32 %, where fast erred 41 %",
+        does="272 px: a head on 10 cached views, then the whole backbone fine-tuned for 12 epochs, 4-view TTA",
+        measured="about 2.2 min for 112 photos, 3.1 min for 224 (2 cores); test error 34 % (the old quick: 32 % in twice the time), where fast erred 40 %",
     ),
     "full": PresetNote(
         does="Lite2 at 260 px, four progressive stages, strong augmentation, mixed precision on a GPU",

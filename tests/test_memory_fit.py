@@ -37,10 +37,10 @@ def test_ample_memory_leaves_the_config_unchanged():
 def test_when_slices_are_not_enough_the_image_gets_smaller():
     config = quick()
     sliced = dataclasses.replace(config, micro_batch_size=1)
-    budget = memory_fit.estimate_peak_bytes(sliced) - 1  # slices of one photo at 288 px just miss
+    budget = memory_fit.estimate_peak_bytes(sliced) - 1  # slices of one photo at the preset's size just miss
     plan = memory_fit.plan_fit(config, int(budget / (1 - memory_fit.MARGIN_FRACTION)) + 10**9 + 1, 10**9)
     assert plan.fits and plan.config.img_size in memory_fit.FALLBACK_IMG_SIZES and plan.estimate_bytes <= budget
-    assert plan.changes[0].startswith(f"img_size 288 -> {plan.config.img_size} (") and "37.0 %" in plan.message
+    assert plan.changes[0].startswith(f"img_size {config.img_size} -> {plan.config.img_size} (") and "37.0 %" in plan.message
 
 
 def test_low_limit_chooses_micro_batching_that_fits():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import albumentations as A
@@ -14,9 +16,9 @@ import tensorflow as tf
 from carclf.augment import (PRE_RESIZE_INTERPOLATION, AugSchedule, Augmenter, build_compose, load_aug_config,
                             pre_resize_side)
 from carclf.data import scan_dataset
-from carclf.errors import ConfigError
+from carclf.errors import ConfigError, DataError
 from carclf.images import load_image, load_rgb_array
-from carclf.pipeline import AugScheduleCallback, make_dataset, make_predict_dataset
+from carclf.pipeline import AugScheduleCallback, labelled_batches, make_dataset, make_predict_dataset
 
 SIZE = 32  # tiny: 2 shared CPU cores
 BATCH = 4
@@ -124,6 +126,41 @@ def test_validation_replacement_is_the_next_photo(photos, shared_data: Path, tmp
                                       shuffle=False))
     assert got.tolist() == [labels[0], labels[1], labels[1]]
     assert np.array_equal(images[1], images[2])
+
+
+def test_labelled_batches_match_the_validation_pipeline_with_replacements(photos, shared_data: Path,
+                                                                          tmp_path: Path) -> None:
+    """The producer-thread batches (cached-feature stage) = make_dataset(shuffle=False), broken files included."""
+    paths, labels = photos
+    broken = _broken_files(shared_data, tmp_path)
+    all_paths, all_labels = paths[:5] + broken + paths[5:], labels[:5] + [0, 1, 2] + labels[5:]
+    expected, expected_labels = _epoch(make_dataset(all_paths, all_labels, SIZE, BATCH, shuffle=False, num_classes=3))
+    batches = list(labelled_batches(all_paths, all_labels, SIZE, BATCH, num_classes=3))
+    assert [len(images) for images, _ in batches] == [BATCH] * 3 + [len(all_paths) - 3 * BATCH]
+    assert batches[0][0].dtype == np.float32
+    assert np.array_equal(np.concatenate([images for images, _ in batches]), expected)
+    assert np.array_equal(np.concatenate([one_hot for _, one_hot in batches]), expected_labels)
+
+
+def test_labelled_batches_augment_reproducibly_stop_early_and_raise_in_the_caller(photos, tmp_path: Path) -> None:
+    paths, labels = photos
+    config = load_aug_config("default")
+
+    def draw(seed: int) -> np.ndarray:
+        return np.concatenate([images for images, _ in labelled_batches(paths, labels, SIZE, BATCH, config, seed)])
+
+    plain = np.concatenate([images for images, _ in labelled_batches(paths, labels, SIZE, BATCH)])
+    assert np.array_equal(draw(1), draw(1)) and not np.array_equal(draw(1), draw(2))
+    assert np.abs(draw(1) - plain).mean() > 5
+    for _ in labelled_batches(paths * 20, labels * 20, SIZE, 1):  # the consumer stops early: the producer ends
+        break
+    deadline = time.monotonic() + 5
+    while any(t.name == "carclf-batches" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(t.name == "carclf-batches" for t in threading.enumerate())
+    missing = [tmp_path / "gone1.jpg", tmp_path / "gone2.jpg"]
+    with pytest.raises(DataError, match="none of the 2 photos could be read"):
+        list(labelled_batches(missing, [0, 1], SIZE, BATCH))
 
 
 def test_predict_dataset_keeps_order_and_flags_bad_files(photos, shared_data: Path, tmp_path: Path) -> None:
