@@ -4,7 +4,8 @@ Decoding goes through ``carclf.images`` (EXIF, CMYK, alpha... handled once, ever
 ``tf.numpy_function`` so it runs on parallel tf.data threads; albumentations runs there too when training.
 Images reach the model already at ``img_size x img_size``: the model contains no resize and does its
 own normalisation. A file that fails to decode is logged once and replaced by the next readable photo
-(training/validation) or flagged (prediction), never fatal.
+(training/validation) or flagged (prediction), never fatal. ``labelled_batches`` yields the same batches
+as numpy arrays from one producer thread, for a single inference pass (the cached-feature stage).
 """
 
 from __future__ import annotations
