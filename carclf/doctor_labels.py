@@ -15,6 +15,10 @@ classifier that never saw it (K-fold, stratified), then
   seed 0: 12 flips): it learns the wrong labels (it still gave 8 of 11 flipped photos their wrong label),
   so its own probabilities put 3 flips in the top 12; out-of-fold ridge on its pooled features 5, the same
   as on the frozen features, and both feature sets concatenated 6. Hence no ``--model`` features here.
+- The ranking is not what misses (2026-12-03, 6 seeds): the same ridge fitted to the TRUE labels puts 30
+  of 72 brand flips in the top k, this one 31 (bench/bench_doctor.py's ``ceiling_hit_rate``). Also no better
+  than 5-fold self-confidence there: leave-one-out, 10 fold draws averaged, kNN votes (k 5-20), the
+  normalised margin, and refitting without the top suspects.
 
 NumPy only, and cheap enough to rerun on every doctor run: the classifier is ridge regression on one-hot
 labels (closed form, in whichever of photo or feature space is smaller), its scores turned into
