@@ -202,6 +202,10 @@ def make_dataset(
     smoothing). With a ``seed`` the order and the augmentation draws are the same on every run; each
     epoch still reshuffles and redraws. An unreadable file is logged once and replaced by the next
     readable photo in the list, so the number of batches per epoch is fixed (``dataset.cardinality()``).
+
+    Training epochs keep tf.data's parallel map: with one map thread instead, quick on 2 cores was no faster
+    (2026-12-03, split 0, four runs each, alternated: 131-156 s against 129-164 s; the occasional 9-10 s
+    fine-tuning epochs instead of 5-6 s came in both, so they are the machine's, not the map's).
     """
     decoder = _labelled_decoder(paths, labels, img_size, batch_size, augment, num_classes)
 
