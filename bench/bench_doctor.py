@@ -362,6 +362,7 @@ def detect(work: Path, sources: tuple[str, ...], seed: int) -> dict:
         "n_images": report.n_images,
         "doctor_seconds": round(time.perf_counter() - started, 1),
         "summary": report.summary,
+        "label_check": report.label_check,
         "scores": scores,
         "targets": {
             "near_duplicate": _met(scores["near_duplicate"], TARGET_DUP_RECALL, TARGET_DUP_PRECISION),
@@ -391,6 +392,7 @@ def total_scores(runs: list[dict]) -> dict:
     ceiling = sum(x["ceiling_flips_in_top_k"] for x in labels)
     total["suspected_label"] = {"injected_flips": flips, "flips_in_top_k": hits,
                                 "top_k_hit_rate": round(hits / flips, 4) if flips else None,
+                                "label_check_agreement": [r["label_check"]["agreement"] for r in runs],
                                 "ceiling_flips_in_top_k": ceiling,
                                 "ceiling_hit_rate": round(ceiling / flips, 4) if flips else None,
                                 "flagged": sum(x["flagged"] for x in labels),

@@ -30,6 +30,7 @@ import numpy as np
 from carclf.atomic import atomic_write_text
 from carclf.data import list_images, scan_dataset
 from carclf.decisions import Decision, load_decisions, set_decisions
+from carclf.doctor_labels import LabelCheck, check_labels
 from carclf.errors import DataError
 
 # Every kind of finding, in the order reports list them (most harmful to a model first).
@@ -108,6 +109,9 @@ class DoctorReport:
     paths: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     features: Optional[np.ndarray] = None  # (n_images, D) L2-normalised; zero rows for unreadable photos
+    # How far the labels can be judged at all (``carclf.doctor_labels.LabelCheck.to_dict``): photos judged,
+    # out-of-fold agreement with their labels, and whether it is too low for suspects to mean much.
+    label_check: dict = field(default_factory=lambda: LabelCheck(0, None, []).to_dict())
 
     def by_kind(self, kind: str) -> list[Finding]:
         """The findings of one kind, worst first."""
@@ -137,6 +141,16 @@ class DoctorReport:
             counts[finding.kind] += 1
         return counts
 
+    @property
+    def label_warning(self) -> Optional[str]:
+        """What to tell a user when the label check is weak (None when the suspects can be taken as they are)."""
+        check = self.label_check
+        if not check.get("weak"):
+            return None
+        return (f"The photos' features agree with only {check['agreement']:.0%} of their {check['photos']} labels "
+                f"out of fold (under {check['weak_below']:.0%}): they separate these classes poorly, so many label "
+                "suspects are likely hard photos of the right class. Look at each before relabelling or excluding.")
+
     def to_dict(self) -> dict:
         return {
             "root": str(self.root),
@@ -148,6 +162,7 @@ class DoctorReport:
             "class_counts": self.class_counts,
             "imbalance": self.imbalance,
             "summary": self.summary,
+            "label_check": self.label_check,
             "gate_threshold": self.gate_threshold,
             "excluded": self.excluded,
             "relabelled": self.relabelled,
@@ -240,7 +255,8 @@ def diagnose(
 
     tick = time.perf_counter()
     _stage(progress, "labels")(0, 1)
-    findings += _label_findings(emb.features, labels, ok & ~not_car, rel, info.classes)
+    label_findings, report.label_check = _label_findings(emb.features, labels, ok & ~not_car, rel, info.classes)
+    findings += label_findings
     _stage(progress, "labels")(1, 1)
     report.timings["labels_s"] = time.perf_counter() - tick
 
@@ -341,18 +357,17 @@ def _size_findings(emb, ok, rel, names) -> list[Finding]:
     return findings
 
 
-def _label_findings(features, labels, usable, rel, classes) -> list[Finding]:
-    from carclf.doctor_labels import find_label_suspects
-
+def _label_findings(features, labels, usable, rel, classes) -> tuple[list[Finding], dict]:
+    """The label suspects as findings, and the label check's summary (``LabelCheck.to_dict``)."""
     index = np.flatnonzero(usable)
     if len(classes) < 2 or len(index) == 0:
-        return []
-    suspects = find_label_suspects(features[index], labels[index], len(classes))
+        return [], LabelCheck(0, None, []).to_dict()
+    check = check_labels(features[index], labels[index], len(classes))
     return [Finding("suspected_label", rel[index[s.index]], s.score, classes[s.given],
                     suggested_label=classes[s.suggested],
                     detail=f"looks like {classes[s.suggested]} (p={s.margin + s.self_confidence:.2f}), "
                            f"{classes[s.given]} only p={s.self_confidence:.2f}")
-            for s in suspects]
+            for s in check.suspects], check.to_dict()
 
 
 def fixes(report: DoctorReport, kinds: Iterable[str] = DEFAULT_APPLY_KINDS, label_fix: str = "exclude",

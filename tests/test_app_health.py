@@ -83,6 +83,15 @@ def test_health_check_lists_the_injected_duplicate_and_non_car(app_env, dataset)
     assert {path for path, symbol in symbols.items() if symbol == "diamond"} == {DUPLICATE, NON_CAR}
 
 
+def test_a_weak_label_check_is_explained_above_the_findings(app_env, dataset, monkeypatch):
+    from carclf import doctor_labels
+
+    monkeypatch.setattr(doctor_labels, "WEAK_AGREEMENT", 1.01)  # any agreement is too weak to judge labels by
+    at = checked(dataset)
+    notes = [t for t in texts(at.info) if "labels out of fold" in t]
+    assert len(notes) == 1 and "16 labels" in notes[0] and "hard photos of the right class" in notes[0]
+
+
 def test_keep_exclude_relabel_write_the_decisions_file_and_change_the_counts(app_env, dataset):
     at = checked(dataset)
     photos = int(metrics(at)["Photos"])

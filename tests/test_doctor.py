@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import pytest
 
 from carclf.data import scan_dataset
 from carclf.decisions import load_decisions, set_decision
+from carclf.commands import doctor as doctor_command
 from carclf.doctor import KINDS, apply_fixes, diagnose, fixes
+from carclf.doctor_labels import check_labels
 from carclf.doctor_map import map_points, project_2d, top_components
 from carclf.embedding_cache import build_embedder
 
@@ -62,10 +65,38 @@ def test_the_flipped_label_ranks_first_with_its_true_class_suggested(case):
     assert len(suspects) < report.n_images // 4  # a ranked shortlist, not half the dataset
 
 
+def test_label_check_tells_real_labels_from_shuffled_ones(case):
+    """The agreement is what says how much a suspect means: real labels agree far more than shuffled ones,
+    and shuffled labels are reported as too weak to judge."""
+    data, report = case
+    check = report.label_check
+    rows = [i for i, path in enumerate(report.paths)
+            if path not in {f.path for f in report.findings if f.kind in ("unreadable", "not_a_car")}]
+    assert check["photos"] == len(rows) and 0.0 <= check["agreement"] <= 1.0
+    features, labels = report.features[rows], np.array(report.labels)[rows]
+    real = check_labels(features, labels, len(report.classes))
+    assert real.agreement == check["agreement"] and real.weak == check["weak"]
+    shuffled = check_labels(features, np.random.default_rng(0).permutation(labels), len(report.classes))
+    assert shuffled.agreement < real.agreement - 0.2
+    assert shuffled.weak and len(shuffled.suspects) > len(real.suspects)
+    assert check_labels(features[:4], labels[:4], len(report.classes)).agreement is None  # too few to judge
+
+
+def test_a_weak_label_check_is_said_in_the_cli_and_the_json(case, tmp_path):
+    data, report = case
+    weak = dataclasses.replace(report, label_check={**report.label_check, "agreement": 0.41, "weak": True})
+    assert "41%" in weak.label_warning and "hard photos of the right class" in weak.label_warning
+    assert "label check: " + weak.label_warning in doctor_command.summary(weak)
+    assert json.loads(weak.to_json())["label_check"]["weak"] is True
+    strong = dataclasses.replace(report, label_check={**report.label_check, "agreement": 0.95, "weak": False})
+    assert strong.label_warning is None and "label check" not in doctor_command.summary(strong)
+
+
 def test_json_report_lists_every_kind_and_the_class_counts(case):
     data, report = case
     data_json = json.loads(report.to_json())
     assert list(data_json["summary"]) == list(KINDS)
+    assert set(data_json["label_check"]) == {"photos", "agreement", "weak", "weak_below"}
     assert data_json["n_images"] == report.n_images == len(scan_dataset(data.train).items)
     assert sum(data_json["summary"].values()) == len(data_json["findings"])
     leak = next(f for f in data_json["findings"] if f["kind"] == "leak")

@@ -110,6 +110,8 @@ def summary(report, out_dir=None) -> str:
                  + (f"  (imbalanced: {balance['largest']} has {balance['ratio']:g}x {balance['smallest']})"
                     if balance["flagged"] else ""))
     lines.append("findings: " + ", ".join(f"{kind} {count}" for kind, count in report.summary.items()))
+    if report.label_warning:
+        lines.append("label check: " + report.label_warning)
     for kind, count in report.summary.items():
         if not count:
             continue

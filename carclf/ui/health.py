@@ -136,6 +136,8 @@ def summary_ui(report, against: str) -> None:
         st.warning(f"Class imbalance: **{imbalance['largest']}** has {imbalance['ratio']:.1f}× the photos of "
                    f"**{imbalance['smallest']}**; a model will lean towards the large classes. Add photos to the "
                    "small ones, or expect lower recall there.", icon=":material/balance:")
+    if report.label_warning:
+        st.info(report.label_warning, icon=":material/help:")
     seconds = report.timings.get("total_s", 0.0)
     leaks = f", compared against {against} ({report.n_against} photos)" if against else ""
     st.caption(f"{report.n_images} photos checked in {seconds:.1f} s ({report.computed} read now, the others from "
