@@ -360,8 +360,6 @@ def _size_findings(emb, ok, rel, names) -> list[Finding]:
 def _label_findings(features, labels, usable, rel, classes) -> tuple[list[Finding], dict]:
     """The label suspects as findings, and the label check's summary (``LabelCheck.to_dict``)."""
     index = np.flatnonzero(usable)
-    if len(classes) < 2 or len(index) == 0:
-        return [], LabelCheck(0, None, []).to_dict()
     check = check_labels(features[index], labels[index], len(classes))
     return [Finding("suspected_label", rel[index[s.index]], s.score, classes[s.given],
                     suggested_label=classes[s.suggested],

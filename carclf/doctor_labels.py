@@ -128,14 +128,9 @@ class LabelCheck:
                 "weak_below": WEAK_AGREEMENT}
 
 
-def find_label_suspects(features: np.ndarray, labels, n_classes: int, folds: int = FOLDS,
-                        seed: int = 0) -> list[LabelSuspect]:
-    """Photos whose out-of-fold prediction confidently names another class, most suspicious first."""
-    return check_labels(features, labels, n_classes, folds, seed).suspects
-
-
 def check_labels(features: np.ndarray, labels, n_classes: int, folds: int = FOLDS, seed: int = 0) -> LabelCheck:
-    """The suspects (``find_label_suspects``) and the out-of-fold agreement with the labels as a whole."""
+    """The photos whose out-of-fold prediction confidently names another class (most suspicious first),
+    and the out-of-fold agreement with the labels as a whole."""
     labels = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(labels, minlength=n_classes)
     if len(labels) < folds * 2 or (counts > 0).sum() < 2:
@@ -158,5 +153,4 @@ def check_labels(features: np.ndarray, labels, n_classes: int, folds: int = FOLD
     return LabelCheck(len(labels), agreement, sorted(suspects, key=lambda s: (s.self_confidence, -s.margin)))
 
 
-__all__ = ["LabelCheck", "LabelSuspect", "check_labels", "find_label_suspects", "out_of_fold_probs", "FOLDS",
-           "WEAK_AGREEMENT"]
+__all__ = ["LabelCheck", "LabelSuspect", "check_labels", "out_of_fold_probs", "FOLDS", "WEAK_AGREEMENT"]
