@@ -82,8 +82,8 @@ def test_label_check_tells_real_labels_from_shuffled_ones(case):
     assert check_labels(features[:4], labels[:4], len(report.classes)).agreement is None  # too few to judge
 
 
-def test_a_weak_label_check_is_said_in_the_cli_and_the_json(case, tmp_path):
-    data, report = case
+def test_a_weak_label_check_is_said_in_the_cli_and_the_json(case):
+    _, report = case
     weak = dataclasses.replace(report, label_check={**report.label_check, "agreement": 0.41, "weak": True})
     assert "41%" in weak.label_warning and "hard photos of the right class" in weak.label_warning
     assert "label check: " + weak.label_warning in doctor_command.summary(weak)
