@@ -275,6 +275,15 @@ class Calibration:
             return self.temperatures[min(averaged, key=lambda v: (abs(v - views), v))]
         return self.temperatures.get(1, 1.0)
 
+    def skipped_reason(self, views: int) -> Optional[str]:
+        """Why no temperature applies to ``views`` views (the run log's "not calibrated: ..." line), when
+        the fit training made for them was skipped (stored as T 1); None when a temperature applies."""
+        if self.temperature_for(views) != 1.0:
+            return None
+        reasons = [fit.get("reason", "") for fit in self.fits.values() if isinstance(fit, dict)]
+        skipped = [reason for reason in reasons if reason.startswith("not calibrated")]
+        return skipped[0] if skipped else "not calibrated"
+
 
 def fit_views(view_probabilities: Sequence[np.ndarray], labels: Sequence[int], tta: int) -> Calibration:
     """Fit the no-TTA temperature on each photo's first view ("original") and, when ``tta`` > 1, the TTA
@@ -319,7 +328,7 @@ def summary_line(measured: dict) -> str:
     as they are, for a bundle without one). ``measured``: ``EvalReport.calibration``."""
     before, after, temperature = measured["before"], measured["after"], measured.get("temperature")
     if temperature is None:
-        return (f"probabilities (no calibration in this bundle): ECE {before['ece']:.1%}, NLL {before['nll']:.3f}, "
-                f"Brier {before['brier']:.3f}")
+        why = measured.get("not_calibrated") or "no calibration in this bundle"
+        return f"probabilities ({why}): ECE {before['ece']:.1%}, NLL {before['nll']:.3f}, Brier {before['brier']:.3f}"
     return (f"calibration (temperature {temperature:.3f}): ECE {before['ece']:.1%} -> {after['ece']:.1%}, "
             f"NLL {before['nll']:.3f} -> {after['nll']:.3f}, Brier {before['brier']:.3f} -> {after['brier']:.3f}")

@@ -86,7 +86,8 @@ class EvalReport:
     data_dir: str = ""
     model_name: str = ""
     # {"temperature": T or None, "before": scores, "after": scores} (carclf.calibration.scores: accuracy,
-    # ece, nll, brier, bins); None for reports written before calibration was measured.
+    # ece, nll, brier, bins), plus "not_calibrated": why, when training skipped the bundle's fit; None for
+    # reports written before calibration was measured.
     calibration: Optional[dict] = None
 
     @property
@@ -236,19 +237,24 @@ def evaluate(
         data_dir=str(data_dir),
         model_name=str(getattr(model, "name", "") or ""),
     )
-    return replace(report, calibration=calibration_scores(predictions, true_index))
+    skipped = model.calibration_skipped(tta) if hasattr(model, "calibration_skipped") else None
+    return replace(report, calibration=calibration_scores(predictions, true_index, skipped))
 
 
-def calibration_scores(predictions, true_index: np.ndarray) -> dict:
-    """ECE (and bins), NLL and Brier of the readable photos before and after the model's temperature."""
+def calibration_scores(predictions, true_index: np.ndarray, skipped: Optional[str] = None) -> dict:
+    """ECE (and bins), NLL and Brier of the readable photos before and after the model's temperature
+    (``temperature`` None: none applied; ``not_calibrated`` then says why when training skipped the fit)."""
     ok = predictions.ok
     raw = predictions.raw_probabilities if predictions.raw_probabilities is not None else predictions.probabilities
     labels = true_index[ok]
-    return {
+    measured = {
         "temperature": predictions.temperature,
         "before": _rounded(calibration.scores(raw[ok], labels)),
         "after": _rounded(calibration.scores(predictions.probabilities[ok], labels)),
     }
+    if skipped and predictions.temperature is None:
+        measured["not_calibrated"] = skipped
+    return measured
 
 
 def _rounded(value):

@@ -120,8 +120,16 @@ class Predictor:
                             gate_size=gate_size, progress=progress)
 
     def temperature_for(self, views: int) -> Optional[float]:
-        """The temperature of a prediction averaging ``views`` views; None when the bundle has no calibration."""
-        return None if self.calibration is None else self.calibration.temperature_for(view_count(views))
+        """The temperature of a prediction averaging ``views`` views; None when none applies: the bundle has
+        no calibration, or training skipped the fit (stored as T 1, which changes nothing)."""
+        if self.calibration is None:
+            return None
+        temperature = self.calibration.temperature_for(view_count(views))
+        return None if temperature == 1.0 else temperature
+
+    def calibration_skipped(self, views: int) -> Optional[str]:
+        """Why a bundle that went through calibration has no temperature for ``views`` views (None otherwise)."""
+        return None if self.calibration is None else self.calibration.skipped_reason(view_count(views))
 
     def calibrate(self, probabilities: np.ndarray, views: int) -> np.ndarray:
         """Raw class probabilities (N, C) or (C,) averaged over ``views`` views, calibrated (float64)."""

@@ -108,7 +108,7 @@ def main() -> None:
 
             go(page, "Train")
             fill(page, "Training data folder", str(data))
-            choose(page, "Image size (px)", "96")
+            choose(page, "Image size", "96 px")
             page.get_by_role("spinbutton", name="Total epochs (0 = as in the table)").fill("4")
             page.get_by_role("button", name="Launch training").click()
             page.get_by_text("Started run").wait_for(timeout=MODEL_TIMEOUT_MS)

@@ -95,7 +95,7 @@ def calibration_ui(report, area) -> None:
 def cell_ui(report, model_path: str | None, true: str, pred: str) -> None:
     """The photos of one confusion cell: file, predicted class and probability, top-k, Grad-CAM."""
     paths = report.cell(true, pred)
-    st.subheader(f"True {true} → predicted {pred}: {len(paths)} photos")
+    st.subheader(f"True {true} → predicted {pred}: {len(paths)} photo{'' if len(paths) == 1 else 's'}")
     if not paths:
         return
     by_path = {f.path: f for f in report.files}

@@ -44,7 +44,7 @@ def test_evaluate_report_and_confusion_cells(bundle, shared_data, tmp_path):
             at.selectbox(key="eval_pred").set_value(str([3, 9][pred])).run()
             assert not at.exception
             heading = [s.value for s in at.subheader][-1]
-            assert heading.endswith(f"{confusion[true, pred]} photos"), heading
+            assert heading.endswith(f": {confusion[true, pred]} photo" + ("" if confusion[true, pred] == 1 else "s")), heading
             assert len(at.image) == confusion[true, pred]
 
 

@@ -192,6 +192,27 @@ def test_evaluate_json_scores_calibration_before_and_after(tmp_path, colour_phot
     assert "calibration (temperature 2.500): ECE" in capsys.readouterr().out
 
 
+def test_a_skipped_fit_is_reported_as_not_calibrated_not_as_temperature_one(tmp_path, colour_photos, capsys):
+    """Training stores T 1 when it skips the fit (too few validation photos): no output may claim a calibration."""
+    from carclf.cli import main
+
+    reason = calibration.fit_temperature(np.array([[0.9, 0.1], [0.2, 0.8]]), [0, 1]).reason
+    meta = {"backbone": "colour-test", "uncertain_below": 0.5,
+            "calibration": {"temperature": {"1": 1.0}, "fits": {"1": {"temperature": 1.0, "reason": reason}}}}
+    bundle = save_bundle(colour_classifier(), tmp_path / "models" / "skipped", COLOURS, meta=meta)
+    predictor = colour_predictor(bundle)
+    result = predictor.predict(sorted(colour_photos.rglob("*.*"))[0], tta=1)
+    assert result.temperature is None and result.probabilities == result.raw_probabilities
+    assert predictor.uncertain_below == 0.5  # the "not sure" verdict still works on the raw probabilities
+    main(["evaluate", str(bundle), "--data", str(colour_photos), "--json", "--tta", "1", "--no-progress"])
+    measured = json.loads(capsys.readouterr().out)["calibration"]
+    assert measured["temperature"] is None and measured["not_calibrated"] == reason
+    assert reason.startswith("not calibrated: 2 validation photo(s)")
+    main(["evaluate", str(bundle), "--data", str(colour_photos), "--tta", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert f"probabilities ({reason}): ECE" in out and "temperature 1.000" not in out
+
+
 def test_predict_json_says_not_sure_under_the_bundles_threshold(tmp_path, colour_photos, capsys):
     from carclf.cli import main
 
@@ -250,7 +271,7 @@ def test_a_broken_export_of_the_temperature_fails_parity(tmp_path, colour_photos
 def test_predict_page_says_not_sure_with_the_alternatives(app_env, shared_data, threshold):
     car = "cars/sf_dl_car_classification_ostrebko/3/3201.jpg"
     make_bundle(app_env["models"], "tiny", ["3", "9"], ["VAZ-2110", "VAZ-21099"],
-                extra_meta={"calibration": {"temperature": {"1": 1.0}}, "uncertain_below": threshold})
+                extra_meta={"calibration": {"temperature": {"1": 1.5}}, "uncertain_below": threshold})
     at = open_page("predict.py")
     at.file_uploader(key="predict_upload").set_value(("3201.jpg", (shared_data / car).read_bytes(), "image/jpeg"))
     at.run()
@@ -262,6 +283,6 @@ def test_predict_page_says_not_sure_with_the_alternatives(app_env, shared_data, 
     warning = next(text for text in texts(at.warning) if "Not sure" in text)
     assert "VAZ-2110" in warning and "VAZ-21099" in warning and "99%" in warning  # ...the alternatives instead
     assert "Not a car" not in warning
-    assert any("calibrated (temperature 1.00)" in text for text in texts(at.caption))
+    assert any("calibrated (temperature 1.50)" in text for text in texts(at.caption))
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)  # the top-k chart is still there
     assert set(chart["data"][0]["y"]) == {"VAZ-2110", "VAZ-21099"} and math.isclose(sum(chart["data"][0]["x"]), 1)
