@@ -167,7 +167,8 @@ def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
         {
             "file": [p.name for p in photos],
             "prediction": [_verdict(r) for r in results],
-            "probability": [r.probability if r.ok else None for r in results],
+            # a non-car's best guess is not an answer: its row shows the gate's car score instead
+            "probability": [r.probability if r.ok and r.is_car else None for r in results],
             "is car": [r.is_car if r.ok else None for r in results],
             "car score": [r.car_score if r.ok else None for r in results],
         }
@@ -178,7 +179,9 @@ def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
         table,
         hide_index=True,
         column_config={
-            "probability": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+            "probability": st.column_config.ProgressColumn(
+                format="percent", min_value=0, max_value=1,
+                help="The model's (calibrated) probability of its answer; blank for photos that are not cars."),
             "car score": st.column_config.NumberColumn(format="%.2f"),
         },
         key="predict_table",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -106,7 +107,8 @@ def test_many_photos_table_with_bad_files(app_env, shared_data):
     table = at.dataframe[0].value
     assert list(table["file"]) == [name for name, _, _ in good + _bad_files()]
     assert list(table["is car"][:2]) == [True, False]
-    assert table["prediction"][1] == "not a car"  # the cat is never given a car's name
+    assert table["prediction"][1] == "not a car"  # the cat is never given a car's name...
+    assert 0 < table["probability"][0] <= 1 and pd.isna(table["probability"][1])  # ...nor a car's probability
     assert table["prediction"][0] not in ("not a car", "unreadable")
     assert (table["prediction"][2:] == "unreadable").all()
     download = at.get("download_button")[0]
