@@ -504,7 +504,9 @@ def list_images(path: Union[str, Path], recursive: bool = False) -> list[Path]:
         raise DataError(f"{folder}: no such folder.")
     files = _image_files(folder, recursive)
     if not files:
-        raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found.")
+        hint = "; its sub-folders hold some (predict reads them with --recursive)" \
+            if not recursive and _image_files(folder, True) else ""
+        raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found{hint}.")
     return files
 
 

@@ -233,8 +233,14 @@ def test_list_images_natural_order(shared_data: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such folder"):
         list_images(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no image files"):
+    with pytest.raises(DataError, match="no image files") as empty:
         list_images(tmp_path / "empty")
+    assert "sub-folders" not in str(empty.value)
+    (tmp_path / "nested" / "cars").mkdir(parents=True)
+    shutil.copy(photo, tmp_path / "nested" / "cars" / "1.jpg")
+    with pytest.raises(DataError, match="its sub-folders hold some .predict reads them with --recursive"):
+        list_images(tmp_path / "nested")  # photos one level down: the message says how to reach them
+    assert [p.name for p in list_images(tmp_path / "nested", recursive=True)] == ["1.jpg"]
 
 
 def test_dataset_info_is_immutable(shared_data: Path) -> None:
