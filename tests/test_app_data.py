@@ -42,3 +42,15 @@ def test_data_page_bad_folder_is_one_line(app_env, tmp_path):
     at.text_input(key="data_folder").set_value(str(tmp_path / "empty")).run()
     assert not at.exception
     assert "no classes found" in at.error[0].value
+
+
+def test_the_folder_entered_on_one_page_fills_the_next(app_env, shared_data, tmp_path):
+    folder = copy_photos(shared_data, LAYOUT, tmp_path / "data")
+    at = open_page("data.py")
+    at.text_input(key="data_folder").set_value(str(folder)).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception and at.text_input(key="train_data").value == str(folder)
+    assert any("2 classes, 5 photos" in text for text in texts(at.success))  # checked there as if typed
+    at.text_input(key="train_data").set_value("").run()  # emptied on purpose: the next page starts empty
+    at.switch_page("pages/evaluate.py").run()
+    assert at.text_input(key="eval_data").value == ""

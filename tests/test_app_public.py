@@ -361,3 +361,19 @@ def test_an_unreadable_secrets_file_fails_closed(monkeypatch, tmp_path):
     finally:
         config.set_option("secrets.files", saved)
     assert settings.mode() == "local" and settings.mode_warning() == ""
+
+
+def test_the_dataset_chosen_on_one_page_is_chosen_on_the_next(public_env, shared_data):
+    upload(login(open_page("data.py"), PASSWORD), "data_folder_upload", "brands.zip", photos_zip(shared_data))
+    (dataset,) = list(public_env["datasets"].iterdir())
+    at = open_page("data.py")
+    at.selectbox(key="data_folder_dataset").set_value(dataset.name).run()
+    for script, key in (("evaluate.py", "eval_data_dataset"), ("train.py", "train_data_dataset")):
+        at.switch_page(f"pages/{script}").run()
+        assert not at.exception and at.selectbox(key=key).value == dataset.name, script
+    at.selectbox(key="train_data_dataset").set_value(None).run()  # cleared on purpose: it stays cleared...
+    at.run()
+    assert at.selectbox(key="train_data_dataset").value is None
+    at.switch_page("pages/data.py").run()  # ...and the next page starts empty too
+    assert at.selectbox(key="data_folder_dataset").value is None
+    assert open_page("evaluate.py").selectbox(key="eval_data_dataset").value is None  # a new session knows nothing

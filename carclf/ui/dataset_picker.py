@@ -17,6 +17,10 @@ from carclf.ui import access, settings, widgets
 IMPORT_ICON = ":material/unarchive:"
 # Skipped archive members listed by name after an import (the rest are counted).
 MAX_SKIPPED_SHOWN = 10
+# The dataset and (local mode) the folder box's text last used on any page: the next page starts with them,
+# so data checked on the Data page is already chosen on Train and Evaluate.
+LAST_DATASET_KEY = "carclf_last_dataset"
+LAST_FOLDER_KEY = "carclf_last_folder"
 
 
 def _entries() -> dict[str, object]:
@@ -89,16 +93,20 @@ def dataset_picker_ui(key: str, folder_label: str = "Dataset folder on this mach
     if new_name and new_name in entries and st.session_state.get(f"{key}_selected_upload") != new_name:
         st.session_state[choice_key] = new_name  # select what was just uploaded (once)
         st.session_state[f"{key}_selected_upload"] = new_name
-    if st.session_state.get(choice_key) not in entries:
+    if st.session_state.get(choice_key) is not None and st.session_state[choice_key] not in entries:
         st.session_state.pop(choice_key, None)
+    if choice_key not in st.session_state and st.session_state.get(LAST_DATASET_KEY) in entries:
+        st.session_state[choice_key] = st.session_state[LAST_DATASET_KEY]  # first visit: another page's choice
     names = list(entries)
     chosen = st.selectbox("Dataset", names, index=None, key=choice_key, format_func=lambda n: _label(entries[n]),
                           placeholder="Choose a dataset" if names else "No dataset yet: upload a .zip",
                           help="Datasets imported from uploaded archives into the app's workspace.")
+    st.session_state[LAST_DATASET_KEY] = chosen
     folder = None
     if not settings.is_public():
-        folder = widgets.folder_input_ui(folder_label, key=key, default=settings.default_data_dir(),
-                                         help=folder_help)
+        default = st.session_state.get(LAST_FOLDER_KEY, settings.default_data_dir())
+        folder = widgets.folder_input_ui(folder_label, key=key, default=default, help=folder_help)
+        st.session_state[LAST_FOLDER_KEY] = st.session_state.get(key, "")
     if folder is not None:
         return folder
     return Path(entries[chosen].path) if chosen else None
