@@ -154,3 +154,19 @@ def test_a_deep_link_as_the_first_request_shows_the_full_app(server):
         page.reload()
         page.get_by_role("heading", name="Data", exact=True).wait_for(timeout=PREDICT_TIMEOUT_MS)
         assert page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Augmentation lab").count() == 1
+
+
+def test_on_a_phone_the_sample_gallery_wraps_and_the_answer_is_near(server):
+    """390 px wide (a phone): the sample tiles sit two to a row instead of one full-width photo per line."""
+    url, folders = server
+    with browser_page(folders["home"]) as page:
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(url)
+        page.get_by_role("tab", name="Samples").wait_for(timeout=PREDICT_TIMEOUT_MS)
+        page.get_by_role("tab", name="Samples").click()
+        tiles = [page.get_by_role("button", name=name).bounding_box()
+                 for name in ("car black vintage", "car blue coupe", "car olive off roader")]
+        assert tiles[0]["y"] == tiles[1]["y"] and tiles[1]["x"] > tiles[0]["x"] + tiles[0]["width"]  # side by side
+        assert tiles[2]["y"] > tiles[0]["y"]  # ...and the third wraps to the next row
+        last = page.get_by_role("button", name="noncar dump truck").bounding_box()
+        assert last["y"] - tiles[0]["y"] < 2000  # the whole gallery is a couple of screens, not five

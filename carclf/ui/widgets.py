@@ -14,6 +14,8 @@ from carclf.ui import loaders, settings
 # Thumbnails per row in image grids: wide enough to recognise a car, narrow enough for a laptop screen.
 GRID_COLUMNS = 5
 THUMBNAIL_PX = 200
+# Width of one tile of the sample gallery: five to a row on a laptop, two on a phone.
+SAMPLE_TILE_PX = 170
 
 
 @contextlib.contextmanager
@@ -39,14 +41,14 @@ def folder_input_ui(label: str, key: str, default: str = "", help: str | None = 
     return folder
 
 
-def sample_gallery_ui(key: str, columns: int = GRID_COLUMNS) -> Path | None:
+def sample_gallery_ui(key: str) -> Path | None:
     """Thumbnails of the shipped samples with a button each; returns the chosen sample (kept in session)."""
     state_key = f"{key}_chosen"
-    samples = loaders.list_samples()
-    for start in range(0, len(samples), columns):
-        cols = st.columns(columns)
-        for col, path in zip(cols, samples[start : start + columns]):
-            with col:
+    # Fixed-width tiles in a wrapping row, not st.columns: columns stack one per line on a phone, which put
+    # ten full-width photos (4,000 px) between the camera tab and the answer; tiles wrap two to a line there.
+    with st.container(horizontal=True, wrap=True, gap="small"):
+        for path in loaders.list_samples():
+            with st.container(width=SAMPLE_TILE_PX):
                 st.image(loaders.thumbnail_of(path, THUMBNAIL_PX), width="stretch")
                 if st.button(path.stem.replace("_", " "), key=f"{key}_{path.stem}", width="stretch"):
                     st.session_state[state_key] = str(path)
