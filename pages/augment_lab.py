@@ -15,6 +15,8 @@ from carclf.ui import access, aug_widgets, loaders, settings, widgets
 
 # Side of the augmented previews (the pipeline's final resize), px.
 PREVIEW_SIZE = 224
+# Width of one draw's tile: four to a row beside the transform settings on a laptop, two on a phone.
+DRAW_TILE_PX = 125
 # Random draws shown in the grid by default, and at most.
 DEFAULT_DRAWS, MAX_DRAWS = 8, 24
 # session_state key of the seed the grid is drawn with ("New seed" advances it).
@@ -70,7 +72,7 @@ def grid_ui(config: augment.AugConfig, photo: np.ndarray) -> None:
         compose = augment.build_compose(config, PREVIEW_SIZE, seed=seed)
         images = [compose(image=photo)["image"] for _ in range(draws)]
     st.caption(f"Seed {seed}: the same seed and settings always give the same draws.")
-    widgets.image_grid_ui(images, [f"draw {i + 1}" for i in range(draws)], columns=4)
+    widgets.image_grid_ui(images, [f"draw {i + 1}" for i in range(draws)], tile_px=DRAW_TILE_PX)
 
 
 def save_ui(config: augment.AugConfig) -> None:

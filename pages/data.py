@@ -31,7 +31,7 @@ def samples_ui(info) -> None:
     for index, (name, display) in enumerate(zip(info.classes, info.display_names)):
         paths = [item.path for item in info.items if item.label == index][:SAMPLES_PER_CLASS]
         st.markdown(f"**{display}** (`{name}`, {info.counts[name]} photos)")
-        widgets.file_grid_ui(paths, columns=SAMPLES_PER_CLASS)
+        widgets.file_grid_ui(paths)
 
 
 def problems_ui(info) -> None:

@@ -21,6 +21,8 @@ DEFAULT_TOP_K = 5
 BATCH_CHUNK = 8
 # Size of the per-view thumbnails, px.
 VIEW_THUMB_PX = 160
+# Width of one view's tile in the TTA grid (up to six to a row on a laptop, two on a phone).
+VIEW_TILE_PX = 140
 # Alternatives named by a "Not sure" verdict.
 NOT_SURE_ALTERNATIVES = 3
 
@@ -113,7 +115,7 @@ def views_ui(photo: Photo, result) -> None:
 
     batch, names = tta_views(photo.stream(), len(result.views), VIEW_THUMB_PX, [view.name for view in result.views])
     captions = [f"{name}: {view.label} ({view.probability:.0%})" for name, view in zip(names, result.views)]
-    widgets.image_grid_ui(list(batch), captions, columns=min(6, len(captions)))
+    widgets.image_grid_ui(list(batch), captions, tile_px=VIEW_TILE_PX)
 
 
 def single_ui(predictor, photo: Photo, options: Options) -> None:

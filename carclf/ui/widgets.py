@@ -12,10 +12,11 @@ from carclf.errors import CarclfError
 from carclf.ui import loaders, settings
 
 # Thumbnails per row in image grids: wide enough to recognise a car, narrow enough for a laptop screen.
-GRID_COLUMNS = 5
 THUMBNAIL_PX = 200
-# Width of one tile of the sample gallery: five to a row on a laptop, two on a phone.
-SAMPLE_TILE_PX = 170
+# Width of one photo tile of a grid (the sample gallery, dataset samples): five to a row on a laptop, two on a
+# phone. Grids are wrapping rows of fixed-width tiles, not st.columns: columns stack one per line on a phone,
+# each photo as wide as the screen.
+TILE_PX = 170
 
 
 @contextlib.contextmanager
@@ -44,11 +45,10 @@ def folder_input_ui(label: str, key: str, default: str = "", help: str | None = 
 def sample_gallery_ui(key: str) -> Path | None:
     """Thumbnails of the shipped samples with a button each; returns the chosen sample (kept in session)."""
     state_key = f"{key}_chosen"
-    # Fixed-width tiles in a wrapping row, not st.columns: columns stack one per line on a phone, which put
-    # ten full-width photos (4,000 px) between the camera tab and the answer; tiles wrap two to a line there.
+    # As tiles: stacked columns put ten full-width photos (4,000 px) between a phone's tabs and the answer.
     with st.container(horizontal=True, wrap=True, gap="small"):
         for path in loaders.list_samples():
-            with st.container(width=SAMPLE_TILE_PX):
+            with st.container(width=TILE_PX):
                 st.image(loaders.thumbnail_of(path, THUMBNAIL_PX), width="stretch")
                 if st.button(path.stem.replace("_", " "), key=f"{key}_{path.stem}", width="stretch"):
                     st.session_state[state_key] = str(path)
@@ -56,22 +56,21 @@ def sample_gallery_ui(key: str) -> Path | None:
     return Path(chosen) if chosen else None
 
 
-def image_grid_ui(images: Sequence, captions: Sequence[str], columns: int = GRID_COLUMNS) -> None:
-    """Lay out PIL images (or paths) in rows of ``columns`` with a caption under each."""
-    for start in range(0, len(images), columns):
-        cols = st.columns(columns)
-        for col, image, caption in zip(cols, images[start : start + columns], captions[start : start + columns]):
-            col.image(image, caption=caption, width="stretch")
+def image_grid_ui(images: Sequence, captions: Sequence[str], tile_px: int = TILE_PX) -> None:
+    """PIL images (or paths) as ``tile_px``-wide tiles with a caption under each, wrapping like text."""
+    with st.container(horizontal=True, wrap=True, gap="small"):
+        for image, caption in zip(images, captions):
+            with st.container(width=tile_px):
+                st.image(image, caption=caption, width="stretch")
 
 
-def file_grid_ui(paths: Sequence[Path], captions: Sequence[str] | None = None, columns: int = GRID_COLUMNS) -> None:
-    """Thumbnails of image files; an unreadable file shows its one-line reason instead of a picture."""
+def file_grid_ui(paths: Sequence[Path], captions: Sequence[str] | None = None, tile_px: int = TILE_PX) -> None:
+    """Thumbnails of image files as wrapping tiles; an unreadable file shows its one-line reason instead."""
     captions = list(captions) if captions is not None else [Path(p).name for p in paths]
-    for start in range(0, len(paths), columns):
-        cols = st.columns(columns)
-        for col, path, caption in zip(cols, paths[start : start + columns], captions[start : start + columns]):
-            with col, user_errors(stop=False):
-                col.image(loaders.thumbnail_of(path, THUMBNAIL_PX), caption=caption, width="stretch")
+    with st.container(horizontal=True, wrap=True, gap="small"):
+        for path, caption in zip(paths, captions):
+            with st.container(width=tile_px), user_errors(stop=False):
+                st.image(loaders.thumbnail_of(path, THUMBNAIL_PX), caption=caption, width="stretch")
 
 
 def _set_state(key: str, value) -> None:
