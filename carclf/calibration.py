@@ -268,21 +268,26 @@ class Calibration:
     def temperature_for(self, views: int) -> float:
         """T for a prediction averaging ``views`` views: the one fitted for that many; else, with TTA, the
         TTA fit nearest in views (averaging softens answers alike); else the no-TTA one; else 1."""
+        fitted = self._fitted_for(views)
+        return 1.0 if fitted is None else self.temperatures[fitted]
+
+    def _fitted_for(self, views: int) -> Optional[int]:
+        """The view count whose fit serves ``views`` views (None: none does)."""
         if views in self.temperatures:
-            return self.temperatures[views]
+            return views
         averaged = [v for v in self.temperatures if v > 1]
         if views > 1 and averaged:
-            return self.temperatures[min(averaged, key=lambda v: (abs(v - views), v))]
-        return self.temperatures.get(1, 1.0)
+            return min(averaged, key=lambda v: (abs(v - views), v))
+        return 1 if 1 in self.temperatures else None
 
     def skipped_reason(self, views: int) -> Optional[str]:
         """Why no temperature applies to ``views`` views (the run log's "not calibrated: ..." line), when
         the fit training made for them was skipped (stored as T 1); None when a temperature applies."""
         if self.temperature_for(views) != 1.0:
             return None
-        reasons = [fit.get("reason", "") for fit in self.fits.values() if isinstance(fit, dict)]
-        skipped = [reason for reason in reasons if reason.startswith("not calibrated")]
-        return skipped[0] if skipped else "not calibrated"
+        fit = self.fits.get(self._fitted_for(views))
+        reason = fit.get("reason", "") if isinstance(fit, dict) else ""
+        return reason if reason.startswith("not calibrated") else "not calibrated"
 
 
 def fit_views(view_probabilities: Sequence[np.ndarray], labels: Sequence[int], tta: int) -> Calibration:

@@ -286,3 +286,14 @@ def test_predict_page_says_not_sure_with_the_alternatives(app_env, shared_data, 
     assert any("calibrated (temperature 1.50)" in text for text in texts(at.caption))
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)  # the top-k chart is still there
     assert set(chart["data"][0]["y"]) == {"VAZ-2110", "VAZ-21099"} and math.isclose(sum(chart["data"][0]["x"]), 1)
+
+
+def test_the_skip_reported_is_the_one_for_the_views_averaged():
+    """A run can keep its TTA fit and skip its no-TTA one (as a 10-photo run here did): each view count
+    reports its own fit."""
+    fits = {1: {"temperature": 1.0, "reason": "not calibrated: only 10 validation photos (< 20) and ..."},
+            4: {"temperature": 0.47, "reason": "temperature 0.470 fitted on only 10 validation photos, kept"}}
+    mixed = calibration.Calibration({1: 1.0, 4: 0.47}, fits)
+    assert mixed.skipped_reason(1) == fits[1]["reason"] and mixed.temperature_for(1) == 1.0
+    assert mixed.skipped_reason(4) is None and mixed.skipped_reason(3) is None  # 3 views use the TTA fit
+    assert calibration.Calibration({1: 1.0}).skipped_reason(1) == "not calibrated"  # no reason stored
