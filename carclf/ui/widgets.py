@@ -11,7 +11,7 @@ import streamlit as st
 from carclf.errors import CarclfError
 from carclf.ui import loaders, settings
 
-# Thumbnails per row in image grids: wide enough to recognise a car, narrow enough for a laptop screen.
+# Side of the thumbnails grids decode (px): sharp at a tile's width, small enough to cache many.
 THUMBNAIL_PX = 200
 # Width of one photo tile of a grid (the sample gallery, dataset samples): five to a row on a laptop, two on a
 # phone. Grids are wrapping rows of fixed-width tiles, not st.columns: columns stack one per line on a phone,
