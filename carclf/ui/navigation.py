@@ -6,6 +6,11 @@ some run has called ``st.navigation``: that happens when the first request after
 link or reload such as ``/train``, and on every run of an ``AppTest``. A page that draws its own frame looks
 the same either way. The old mode is selected by a class attribute of Streamlit's ``PagesManager``; turning
 it off here makes the next run go through app.py's ``st.navigation``.
+
+Still left (2026-12-03, Streamlit 1.67): the very first run after a server start draws the old menu
+("app", "augment lab", ...) for a fraction of a second before app.py replaces it. A click in that moment
+opens the right page, with the old menu until the next page change. Keep app.py's imports light (no
+TensorFlow before ``st.navigation``) so that moment stays short.
 """
 
 from __future__ import annotations
