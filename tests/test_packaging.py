@@ -203,3 +203,12 @@ def test_cli_without_tensorflow_says_what_to_install(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.strip() == "error: " + requirements_check.missing_message("TensorFlow")
+
+
+def test_the_app_router_imports_no_tensorflow(tmp_path: Path) -> None:
+    """app.py's imports run before st.navigation replaces Streamlit's old pages/ menu on a server's first
+    run (carclf.ui.navigation): TensorFlow there would keep that wrong menu on screen for seconds."""
+    code = "import sys, carclf.ui.navigation; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
+    result = _python(code, tmp_path, [REPO_ROOT])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
