@@ -300,8 +300,8 @@ def run_detail_ui(run_id: str, status: dict) -> None:
         st.info("No finished epoch yet: the curves appear after the first epoch.")
     else:
         st.plotly_chart(charts.training_curves(history), key="train_curves")
-    st.code(settings.hide_paths(runs.read_log_tail(run_id, runs_dir, lines=LOG_TAIL_LINES)) or "(no log yet)",
-            language=None)
+    no_log = "(no log yet)" if status.get("state") in runs.ACTIVE_STATES else "(this run kept no log)"
+    st.code(settings.hide_paths(runs.read_log_tail(run_id, runs_dir, lines=LOG_TAIL_LINES)) or no_log, language=None)
 
 
 def adopt_finished_runs(all_runs: list[dict]) -> None:

@@ -94,6 +94,9 @@ def test_foreground_train_then_runs_list_and_show(tmp_path, capsys):
     assert run["state"] == runs.FINISHED and run["run_id"].startswith("cli-run-")
     assert runs.read_history(run["run_id"], runs_dir)["epoch"].tolist() == [1, 2, 3], "--epochs is the total"
     assert (models_dir / run["run_id"] / "model.keras").is_file()
+    log = runs.read_log_tail(run["run_id"], runs_dir, lines=200)  # what the terminal showed is kept with the run
+    assert log.startswith(f"run {run['run_id']} in ") and "stage 2/2" in log and "Epoch 2/2" in log
+    assert out.rstrip().endswith(log.rstrip())  # all of it, up to the "finished" line
 
     code, out, _ = run_cli(capsys, "runs", "list", "--runs-dir", str(runs_dir))
     assert code == 0 and run["run_id"] in out and "finished" in out and "MODEL VAL ACC" in out

@@ -8,6 +8,8 @@ foreground with a progress bar, or in a detached background process with ``--det
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
 HELP = "Train a classifier on a folder of labelled photos (two-stage transfer learning)."
@@ -84,15 +86,48 @@ def run(args: argparse.Namespace) -> int:
     from carclf.train import train
 
     paths = runs.create_run(config, args.runs_dir)
-    print(f"run {paths.run_id} in {paths.root}", flush=True)
-    with runs.trainer_lock(paths):
-        status = train(config, paths.root)
-    if status.get("state") != runs.FINISHED:
-        return EXIT_STOPPED
-    metrics = status.get("val_metrics") or {}
-    tta = f" ({metrics['tta']}-view TTA)" if "val_accuracy_tta" in metrics else ""
-    print(f"finished: bundle {status.get('bundle')}, validation accuracy{tta} {status.get('final_val_accuracy'):.3f}")
+    with tee_output(paths.log):
+        print(f"run {paths.run_id} in {paths.root}", flush=True)
+        with runs.trainer_lock(paths):
+            status = train(config, paths.root)
+        if status.get("state") != runs.FINISHED:
+            return EXIT_STOPPED
+        metrics = status.get("val_metrics") or {}
+        tta = f" ({metrics['tta']}-view TTA)" if "val_accuracy_tta" in metrics else ""
+        print(f"finished: bundle {status.get('bundle')}, validation accuracy{tta} "
+              f"{status.get('final_val_accuracy'):.3f}")
     return 0
+
+
+class _Tee:
+    """A text stream that writes to the terminal's stream and to a log file; the rest is the terminal's."""
+
+    def __init__(self, stream, log):
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._stream.flush()
+
+    def __getattr__(self, name):  # isatty, encoding, fileno...: progress bars still see the terminal
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def tee_output(log_path: Path):
+    """Also write what a run prints in the terminal to the run's log file, as a background run's is, so
+    ``runs show`` and the dashboard's log tail have it (before, a terminal run showed "no log yet")."""
+    with open(log_path, "a", encoding="utf-8", errors="replace", buffering=1) as log:  # line by line: tailed live
+        stdout, stderr = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(stdout, log), _Tee(stderr, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = stdout, stderr
 
 
 def fit_to_memory(config):
