@@ -283,9 +283,10 @@ class Calibration:
     def skipped_reason(self, views: int) -> Optional[str]:
         """Why no temperature applies to ``views`` views (the run log's "not calibrated: ..." line), when
         the fit training made for them was skipped (stored as T 1); None when a temperature applies."""
-        if self.temperature_for(views) != 1.0:
+        fitted = self._fitted_for(views)
+        if fitted is not None and self.temperatures[fitted] != 1.0:
             return None
-        fit = self.fits.get(self._fitted_for(views))
+        fit = self.fits.get(fitted)
         reason = fit.get("reason", "") if isinstance(fit, dict) else ""
         return reason if reason.startswith("not calibrated") else "not calibrated"
 

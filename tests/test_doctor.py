@@ -70,8 +70,8 @@ def test_label_check_tells_real_labels_from_shuffled_ones(case):
     and shuffled labels are reported as too weak to judge."""
     data, report = case
     check = report.label_check
-    rows = [i for i, path in enumerate(report.paths)
-            if path not in {f.path for f in report.findings if f.kind in ("unreadable", "not_a_car")}]
+    skipped = {f.path for f in report.findings if f.kind in ("unreadable", "not_a_car")}
+    rows = [i for i, path in enumerate(report.paths) if path not in skipped]
     assert check["photos"] == len(rows) and 0.0 <= check["agreement"] <= 1.0
     features, labels = report.features[rows], np.array(report.labels)[rows]
     real = check_labels(features, labels, len(report.classes))
