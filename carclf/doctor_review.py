@@ -44,7 +44,10 @@ class ReviewItem:
 
     @property
     def reason(self) -> str:
-        """One line for the decisions file's ``reason`` column: the kinds and the worst finding's detail."""
+        """One line for the decisions file's ``reason`` column: the kinds and the worst finding's detail
+        ('' for a photo without findings, e.g. one opened from the map)."""
+        if not self.findings:
+            return ""
         worst = self.findings[0]
         kinds = ", ".join(dict.fromkeys(self.kinds))
         return f"{kinds}: {worst.detail}" if worst.detail else kinds

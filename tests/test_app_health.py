@@ -144,6 +144,22 @@ def test_a_photo_opened_from_the_map_shows_its_findings_and_buttons(app_env, dat
     assert load_decisions(dataset)[DUPLICATE].action == "exclude"
 
 
+def test_a_photo_without_findings_opened_from_the_map_can_be_decided_too(app_env, dataset):
+    at = checked(dataset)
+    report = next(iter(at.session_state[health.REPORTS_KEY].values()))["report"]
+    flagged = {finding.path for finding in report.findings}
+    clean = next(p for p in (f"{c}/{f.name}" for c in CLASSES for f in sorted((dataset / c).iterdir()))
+                 if p not in flagged)
+    at.session_state[health.OPEN_KEY] = clean
+    at.run()
+    assert not at.exception
+    assert "No finding about this photo." in [c.value for c in at.caption]
+    next(b for b in at.button if b.key == f"health_m_{clean}_keep").click().run()
+    assert not at.exception
+    decision = load_decisions(dataset)[clean]
+    assert (decision.action, decision.reason) == ("keep", "reviewed (chosen on the map)")
+
+
 def test_the_grid_pages_through_the_flagged_photos_worst_first(app_env, dataset, monkeypatch):
     monkeypatch.setattr(health, "PER_PAGE", 1)  # the real grid holds 12 a page; 3 findings fill 3 pages of 1
     at = checked(dataset)
