@@ -14,12 +14,12 @@ SAMPLES_PER_CLASS = 5
 
 
 def summary_ui(info) -> None:
-    cols = st.columns(4)
-    cols[0].metric("Classes", info.num_classes)
-    cols[1].metric("Photos", len(info.items))
-    cols[2].metric("Unreadable", len(info.unreadable))
+    row = widgets.metric_row()
+    row.metric("Classes", info.num_classes)
+    row.metric("Photos", len(info.items))
+    row.metric("Unreadable", len(info.unreadable))
     counts = list(info.counts.values())
-    cols[3].metric("Smallest / largest class", f"{min(counts)} / {max(counts)}")
+    row.metric("Smallest / largest class", f"{min(counts)} / {max(counts)}")
     st.caption(f"Layout: `{info.layout}` · {dataset_picker.display_root(info.root)}")
     labels = {name: f"{name} · {display}" if display != name else name
               for name, display in zip(info.classes, info.display_names)}

@@ -42,11 +42,11 @@ def run_ui(model_path: str | None, folder, tta: int) -> None:
 
 
 def scores_ui(report) -> None:
-    cols = st.columns(4)
-    cols[0].metric("Accuracy", f"{report.accuracy:.1%}")
-    cols[1].metric("Macro F1", f"{report.macro_f1:.3f}")
-    cols[2].metric("Photos", report.n_images)
-    cols[3].metric("Unreadable", len(report.unreadable))
+    row = widgets.metric_row()
+    row.metric("Accuracy", f"{report.accuracy:.1%}")
+    row.metric("Macro F1", f"{report.macro_f1:.3f}")
+    row.metric("Photos", report.n_images)
+    row.metric("Unreadable", len(report.unreadable))
     st.caption("Accuracy on the folder chosen here. The *val acc* in the model list is the bundle's own score on "
                "the photos held out when it was trained (marked TTA when averaged over augmented views); the two "
                "differ unless this folder is exactly that validation split.")

@@ -78,3 +78,23 @@ def test_exclude_a_duplicate_from_the_page_and_open_a_photo_from_the_map(shared_
         page.mouse.click(x, y)
         page.wait_for_function(f"() => [...document.querySelectorAll('button')]"
                                f".filter(b => b.innerText.includes('Keep')).length > {keeps}", timeout=60_000)
+        wait_idle(page)
+        # The first point is a photo without findings: it opens too (it once raised an IndexError here).
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.get_by_text("No finding about this photo.").wait_for()
+        assert page.get_by_role("button", name="Keep").count() > keeps
+
+        # On a phone (390 px) the numbers wrap several to a line and a card's Keep and Exclude sit side by side;
+        # st.columns stacked them one per line (eight findings counts filled the screen).
+        page.set_viewport_size({"width": 390, "height": 900})
+        page.wait_for_timeout(1500)
+        wait_idle(page)
+        leaks, duplicates = (_metric_box(page, label) for label in ("Leaks", "Duplicates"))
+        assert leaks["y"] == duplicates["y"] and duplicates["x"] > leaks["x"]
+        keep = page.get_by_role("button", name="Keep").last.bounding_box()
+        exclude = page.get_by_role("button", name="Exclude").last.bounding_box()
+        assert keep["y"] == exclude["y"] and exclude["x"] > keep["x"]
+
+
+def _metric_box(page, label: str) -> dict:
+    return page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True)).bounding_box()

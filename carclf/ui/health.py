@@ -126,11 +126,11 @@ def check_ui(folder: Path, against: Path | None) -> None:
 def summary_ui(report, against: str) -> None:
     """Findings per kind, the class imbalance, and what the check cost."""
     counts = report.summary
-    cols = st.columns(4)
+    rows = [widgets.metric_row(), widgets.metric_row()]
     for index, kind in enumerate(KINDS):
-        cols[index % 4].metric(KIND_TITLES[kind], counts[kind])
+        rows[index // 4].metric(KIND_TITLES[kind], counts[kind])
     imbalance = report.imbalance
-    cols[3].metric("Class imbalance", f"{imbalance['ratio']:.1f}×",
+    rows[1].metric("Class imbalance", f"{imbalance['ratio']:.1f}×",
                    help=f"Largest class {imbalance['largest']} / smallest {imbalance['smallest']}.")
     if imbalance["flagged"]:
         st.warning(f"Class imbalance: **{imbalance['largest']}** has {imbalance['ratio']:.1f}× the photos of "
@@ -165,8 +165,7 @@ def map_figure(points: list[dict], classes) -> go.Figure:
             marker=dict(color=palette[index % len(palette)], size=[FLAGGED_PX if f else DOT_PX for f in flagged],
                         symbol=["diamond" if f else "circle" for f in flagged],
                         line=dict(width=[2 if f else 0 for f in flagged], color="black"))))
-    fig.update_layout(height=MAP_HEIGHT_PX, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="class",
-                      title="Map of the dataset (click a photo; outlined diamonds have findings)",
+    fig.update_layout(height=MAP_HEIGHT_PX, margin=dict(l=10, r=10, t=10, b=10), legend_title_text="class",
                       xaxis=dict(title="component 1", zeroline=False), yaxis=dict(title="component 2",
                                                                                    zeroline=False))
     return fig
@@ -195,6 +194,7 @@ def map_ui(report, points: list[dict], decisions, can_fix: bool) -> None:
     if len(points) < 2:
         return
     st.subheader("Map of the dataset")
+    st.caption("Click a photo to open it; outlined diamonds have findings.")
     event = st.plotly_chart(map_figure(points, report.classes), key="health_map", on_select="rerun",
                             selection_mode="points")
     open_photo(clicked_path(event.selection.points if event and event.selection else []))
@@ -257,13 +257,13 @@ def decide_ui(report, item: ReviewItem, key: str) -> None:
     """
     reason = item.reason or "chosen on the map"
     where = (report.root, item.path)
-    cols = st.columns(2)
-    cols[0].button("Keep", key=f"{key}_keep", icon=":material/check:", width="stretch", on_click=_decide,
-                   args=(*where, "keep", f"reviewed ({reason})", report.classes),
-                   help="The photo is fine: record it as reviewed, so it is not flagged again.")
-    cols[1].button("Exclude", key=f"{key}_exclude", icon=":material/block:", width="stretch", on_click=_decide,
-                   args=(*where, "exclude", reason, report.classes),
-                   help="Leave the photo out of training and evaluation (the file stays where it is).")
+    row = st.container(horizontal=True)  # side by side on a phone too, where columns would stack
+    row.button("Keep", key=f"{key}_keep", icon=":material/check:", width="stretch", on_click=_decide,
+               args=(*where, "keep", f"reviewed ({reason})", report.classes),
+               help="The photo is fine: record it as reviewed, so it is not flagged again.")
+    row.button("Exclude", key=f"{key}_exclude", icon=":material/block:", width="stretch", on_click=_decide,
+               args=(*where, "exclude", reason, report.classes),
+               help="Leave the photo out of training and evaluation (the file stays where it is).")
     choices = relabel_choices(report.classes, item)
     if not choices:
         return
@@ -358,12 +358,12 @@ def decisions_ui(info) -> None:
         decisions = load_decisions(info.root, info.classes)
         if not decisions:
             return
-        cols = st.columns(4)
-        cols[0].metric("On disk", len(info.items) + len(info.excluded),
+        row = widgets.metric_row()
+        row.metric("On disk", len(info.items) + len(info.excluded),
                        help="Readable photos in the folder, including the ones the decisions file excludes.")
-        cols[1].metric("Used", len(info.items), help="What training, evaluation and the pages see.")
-        cols[2].metric("Excluded", len(info.excluded))
-        cols[3].metric("Relabelled", len(info.relabelled))
+        row.metric("Used", len(info.items), help="What training, evaluation and the pages see.")
+        row.metric("Excluded", len(info.excluded))
+        row.metric("Relabelled", len(info.relabelled))
         kept = sum(d.action == "keep" for d in decisions.values())
         st.caption(f"`{DECISIONS_FILE}` holds {len(decisions)} decision(s) ({kept} kept as reviewed). The photos "
                    "themselves are never moved or deleted; clearing the file restores the dataset as it is on disk.")

@@ -56,6 +56,12 @@ def sample_gallery_ui(key: str) -> Path | None:
     return Path(chosen) if chosen else None
 
 
+def metric_row():
+    """A row for a few ``st.metric``: spread like columns on a laptop, but wrapping three to a line on a
+    phone, where st.columns stack each number on its own line (eight metrics filled a phone's screen)."""
+    return st.container(horizontal=True, wrap=True)
+
+
 def image_grid_ui(images: Sequence, captions: Sequence[str], tile_px: int = TILE_PX) -> None:
     """PIL images (or paths) as ``tile_px``-wide tiles with a caption under each, wrapping like text."""
     with st.container(horizontal=True, wrap=True, gap="small"):
@@ -87,9 +93,9 @@ def confirm_ui(label: str, key: str, question: str, confirm: str = "Yes, delete"
         st.button(label, key=key, icon=icon, on_click=_set_state, args=(pending, True))
         return False
     st.warning(question, icon=":material/warning:")
-    cols = st.columns(2)
-    cols[0].button(confirm, key=f"{key}_yes", type="primary", on_click=_confirm, args=(pending, confirmed))
-    cols[1].button("Cancel", key=f"{key}_cancel", on_click=_set_state, args=(pending, False))
+    row = st.container(horizontal=True)
+    row.button(confirm, key=f"{key}_yes", type="primary", on_click=_confirm, args=(pending, confirmed))
+    row.button("Cancel", key=f"{key}_cancel", on_click=_set_state, args=(pending, False))
     return False
 
 
