@@ -106,7 +106,9 @@ def browser_page(home: Path):
 
 
 def wait_idle(page, timeout_ms: int = 120_000) -> None:
-    """Wait until Streamlit has finished running the script (no 'Running...' status widget).
+    """Wait until Streamlit has finished running the script (no 'Running...' status widget), then fail if the
+    page shows a traceback: the app must never show one, and stale widgets of the run before can otherwise
+    satisfy a test's next check (a map click that crashed the page once passed that way).
 
     The widget appears a moment after an interaction, so give it a second to show up first.
     """
@@ -115,6 +117,8 @@ def wait_idle(page, timeout_ms: int = 120_000) -> None:
     with contextlib.suppress(PlaywrightTimeout):  # the rerun was too quick to see
         page.wait_for_selector('[data-testid="stStatusWidget"]', state="attached", timeout=1000)
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout_ms)
+    tracebacks = page.locator('[data-testid="stException"]')
+    assert tracebacks.count() == 0, f"the page shows a traceback: {tracebacks.first.inner_text()[:2000]}"
 
 
 def go_to(page, title: str, timeout_ms: int = 180_000) -> None:
