@@ -79,7 +79,8 @@ def test_exclude_a_duplicate_from_the_page_and_open_a_photo_from_the_map(shared_
         page.wait_for_function(f"() => [...document.querySelectorAll('button')]"
                                f".filter(b => b.innerText.includes('Keep')).length > {keeps}", timeout=60_000)
         wait_idle(page)
-        # The first point is a photo without findings: it opens too (it once raised an IndexError here).
+        # The first point is a photo without findings (unflagged points come first): it opens too (it once
+        # raised an IndexError here).
         page.get_by_text("No finding about this photo.").wait_for()
         assert page.get_by_role("button", name="Keep").count() > keeps
 

@@ -78,7 +78,9 @@ def compare_curves(histories: dict[str, pd.DataFrame], column: str = "val_accura
     for name, history in histories.items():
         if column in history:
             fig.add_trace(go.Scatter(x=history["epoch"], y=history[column], name=name, mode="lines+markers"))
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), title=column, xaxis_title="epoch")
+    # The legend below the plot, not beside it: run ids are long, and beside it took half a phone's width.
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), title=column, xaxis_title="epoch",
+                      legend=dict(orientation="h", y=-0.3))
     return fig
 
 

@@ -153,7 +153,9 @@ def map_figure(points: list[dict], classes) -> go.Figure:
     palette = qualitative.Plotly if len(classes) <= len(qualitative.Plotly) else qualitative.Dark24
     fig = go.Figure()
     for index, name in enumerate(classes):
-        rows = [p for p in points if p["label"] == name]
+        # Unflagged points first: the flagged diamonds draw on top, and the legend (which shows a trace's
+        # first marker) shows the class as a dot, not as a finding.
+        rows = sorted((p for p in points if p["label"] == name), key=lambda p: bool(p["kinds"]))
         if not rows:
             continue
         flagged = [bool(p["kinds"]) for p in rows]
@@ -165,7 +167,9 @@ def map_figure(points: list[dict], classes) -> go.Figure:
             marker=dict(color=palette[index % len(palette)], size=[FLAGGED_PX if f else DOT_PX for f in flagged],
                         symbol=["diamond" if f else "circle" for f in flagged],
                         line=dict(width=[2 if f else 0 for f in flagged], color="black"))))
+    # The class legend goes below the map: beside it, it left a phone half the width for the points.
     fig.update_layout(height=MAP_HEIGHT_PX, margin=dict(l=10, r=10, t=10, b=10), legend_title_text="class",
+                      legend=dict(orientation="h", y=-0.15),
                       xaxis=dict(title="component 1", zeroline=False), yaxis=dict(title="component 2",
                                                                                    zeroline=False))
     return fig
