@@ -364,7 +364,7 @@ def decisions_ui(info) -> None:
             return
         row = widgets.metric_row()
         row.metric("On disk", len(info.items) + len(info.excluded),
-                       help="Readable photos in the folder, including the ones the decisions file excludes.")
+                   help="Readable photos in the folder, including the ones the decisions file excludes.")
         row.metric("Used", len(info.items), help="What training, evaluation and the pages see.")
         row.metric("Excluded", len(info.excluded))
         row.metric("Relabelled", len(info.relabelled))

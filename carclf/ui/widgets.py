@@ -57,7 +57,7 @@ def sample_gallery_ui(key: str) -> Path | None:
 
 
 def metric_row():
-    """A row for a few ``st.metric``: spread like columns on a laptop, but wrapping three to a line on a
+    """A row for a few ``st.metric``: spread like columns on a laptop, but wrapping several to a line on a
     phone, where st.columns stack each number on its own line (eight metrics filled a phone's screen)."""
     return st.container(horizontal=True, wrap=True)
 
