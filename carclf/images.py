@@ -21,6 +21,10 @@ from carclf.errors import ImageError
 # Refuse anything larger than this before decoding it: a 50 MP photo is plausible, a 20000x20000 PNG
 # "bomb" that would take gigabytes of memory is not.
 MAX_PIXELS = 64_000_000
+# Refuse strips longer than this many times their width: no photo of a car is one (panoramas stay under 10:1),
+# and a 5000x2 "image" breaks what comes next: the augmentation's short-side resize makes it 640,000 px long
+# (half a gigabyte, and too long for the JPEG step), and Streamlit's display shrinks its height to 0.
+MAX_ASPECT_RATIO = 20
 
 # Transparent pixels are composited onto white, like a browser shows them, instead of dropping alpha
 # (dropping it turns transparent regions into whatever colour happened to be stored there, often black).
@@ -72,6 +76,7 @@ def load_image(
             f"{name}: image is too large ({width}x{height} = {width * height / 1e6:.0f} MP; "
             f"the limit is {max_pixels / 1e6:.0f} MP). Resize it first."
         )
+    _check_shape(name, width, height)
     try:
         if getattr(image, "is_animated", False):
             image.seek(0)  # animated GIF/WebP/PNG: the first frame stands for the file
@@ -116,7 +121,16 @@ def probe_image(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> tuple[i
         raise ImageError(
             f"{path.name}: image is too large ({width}x{height}; the limit is {max_pixels / 1e6:.0f} MP)."
         )
+    _check_shape(path.name, width, height)
     return width, height
+
+
+def _check_shape(name: str, width: int, height: int) -> None:
+    """Refuse a strip (``MAX_ASPECT_RATIO``) before anything decodes or resizes it."""
+    ratio = max(width, height) / max(min(width, height), 1)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ImageError(f"{name}: a {width}x{height} strip, not a photo (sides {ratio:.0f}:1; the limit is "
+                         f"{MAX_ASPECT_RATIO}:1). Crop it to the car first.")
 
 
 @contextlib.contextmanager

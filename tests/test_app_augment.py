@@ -3,7 +3,10 @@ named config that the Train page then offers."""
 
 from __future__ import annotations
 
+import io
+
 import yaml
+from PIL import Image
 
 from app_helpers import app_env, open_page  # noqa: F401  (app_env is a fixture)
 
@@ -55,3 +58,13 @@ def test_lab_rejects_a_reserved_name(app_env):
     at.button(key="aug_save").click().run()
     assert not at.exception
     assert "built-in preset" in at.error[0].value
+
+
+def test_lab_refuses_a_strip_in_one_line(app_env):
+    """A 5000x2 upload once crashed the grid: the pre-resize made it 640,000 px long for the JPEG step."""
+    at = open_page("augment_lab.py")
+    strip = io.BytesIO()
+    Image.new("RGB", (5000, 2), (90, 90, 90)).save(strip, "PNG")
+    at.file_uploader(key="aug_upload").set_value(("strip.png", strip.getvalue(), "image/png")).run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and "strip" in at.error[0].value

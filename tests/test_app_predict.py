@@ -86,11 +86,14 @@ def _bad_files() -> list[tuple[str, bytes, str]]:
     Image.new("RGB", (300, 200), (200, 30, 30)).save(truncated, "JPEG")
     bomb = io.BytesIO()
     Image.new("1", (9000, 9000)).save(bomb, "PNG")  # 81 MP in a few kB
+    strip = io.BytesIO()
+    Image.new("RGB", (5000, 2), (90, 90, 90)).save(strip, "PNG")  # once a traceback when shown
     return [
         ("notes.jpg", b"this is a text file, not a photo", "image/jpeg"),
         ("empty.jpg", b"", "image/jpeg"),
         ("cut.jpg", truncated.getvalue()[:400], "image/jpeg"),
         ("huge.png", bomb.getvalue(), "image/png"),
+        ("strip.png", strip.getvalue(), "image/png"),
     ]
 
 
@@ -100,9 +103,9 @@ def test_many_photos_table_with_bad_files(app_env, shared_data):
             ("cat.jpg", (shared_data / NON_CAR).read_bytes(), "image/jpeg")]
     _upload(at, good + _bad_files())
     errors = texts(at.error)
-    assert len(errors) == 4, errors
+    assert len(errors) == 5, errors
     for name, reason in (("notes.jpg", "not an image"), ("empty.jpg", "empty"), ("cut.jpg", "truncated"),
-                         ("huge.png", "too large")):
+                         ("huge.png", "too large"), ("strip.png", "strip")):
         assert any(e.startswith(name) and reason in e.lower() for e in errors), (name, errors)
     table = at.dataframe[0].value
     assert list(table["file"]) == [name for name, _, _ in good + _bad_files()]
@@ -135,3 +138,11 @@ def test_choosing_default_loads_the_built_in_model_even_beside_a_models_folder(a
     predictor = loaders.load_predictor(None)
     assert predictor.kind != "trained" and predictor.name != "stray", predictor
     assert len(predictor.class_names) != 2
+
+
+def test_one_strip_upload_is_one_red_line(app_env):
+    """A lone 5000x2 PNG: refused when read, not a traceback when Streamlit shrinks it for display."""
+    at = open_page("predict.py")
+    name, content, mime = _bad_files()[-1]
+    _upload(at, (name, content, mime))
+    assert [e for e in texts(at.error) if "strip" in e], texts(at.error)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from carclf.errors import ImageError
-from carclf.images import MAX_PIXELS, is_image_file, load_image, load_rgb_array, probe_image
+from carclf.images import MAX_ASPECT_RATIO, MAX_PIXELS, is_image_file, load_image, load_rgb_array, probe_image
 
 EDGE = "edge_cases"
 VARIANTS = "edge_cases/derived_format_variants_of_sf_images"
@@ -203,6 +203,25 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path, width: in
         load_image(path)
     with pytest.raises(ImageError, match="too large"):
         probe_image(path)
+
+
+@pytest.mark.parametrize("width, height", [(5000, 2), (3, 400)])
+def test_a_strip_is_refused_before_decoding(shared_data: Path, tmp_path: Path, width: int, height: int) -> None:
+    """A 5000x2 "photo" once broke the augmentation lab (a 640,000 px resize) and the Predict page's display."""
+    assert max(width, height) / min(width, height) > MAX_ASPECT_RATIO
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (width, height), (90, 90, 90)).save(path)
+    with pytest.raises(ImageError, match="strip"):
+        load_image(path)
+    with pytest.raises(ImageError, match="strip"):
+        probe_image(path)
+    with pytest.raises(ImageError, match="strip"):
+        load_rgb_array(io.BytesIO(path.read_bytes()), 64)  # an upload
+    # A wide real photo (a panorama-like crop of 8:1) still loads.
+    photo = load_image(shared_data / "cars" / "manzhura_ru_5models" / "bmw_x5" / "x1.jpeg")
+    wide = tmp_path / "wide.jpg"
+    photo.crop((0, 0, photo.width, max(1, photo.width // 8))).save(wide)
+    assert load_image(wide).size == (photo.width, max(1, photo.width // 8))
 
 
 def test_missing_file(tmp_path: Path) -> None:
