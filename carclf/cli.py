@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from carclf.errors import CarclfError
+from carclf.errors import CarclfError, describe_os_error
 from carclf.requirements_check import missing_framework_message
 
 # Commands that never touch TensorFlow (they only read run folders): no need to pay for importing it.
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except CarclfError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path the system refuses (too long, no permission, disk full)
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,8 +1,12 @@
 """Typed errors for mistakes a user can fix.
 
 Every message says what went wrong and what to do. The CLI and the dashboard print ``str(error)`` as one
-line; anything that is not a ``CarclfError`` is a bug and may show a traceback.
+line; so they do an ``OSError`` (``describe_os_error``): the system refusing a path the user typed (too long,
+no permission, disk full) is not a bug either. Anything else is a bug and may show a traceback.
 """
+
+# Longest path quoted whole in a message; a longer one (a pasted paragraph) is cut.
+MAX_QUOTED_PATH = 120
 
 
 class CarclfError(Exception):
@@ -43,3 +47,14 @@ class ArchiveError(CarclfError):
 
 class QuotaError(CarclfError):
     """The workspace folder would grow past its disk quota."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for an ``OSError``: the system's reason and the path it refused, cut short when long."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return reason
+    name = str(error.filename)
+    if len(name) > MAX_QUOTED_PATH:
+        name = f"{name[:MAX_QUOTED_PATH // 2]}... ({len(name)} characters)"
+    return f"{reason}: {name}"

@@ -42,6 +42,9 @@ def test_data_page_bad_folder_is_one_line(app_env, tmp_path):
     at.text_input(key="data_folder").set_value(str(tmp_path / "empty")).run()
     assert not at.exception
     assert "no classes found" in at.error[0].value
+    at.text_input(key="data_folder").set_value("a" * 5000).run()  # a pasted paragraph: the OS refuses the name
+    assert not at.exception
+    assert "File name too long" in at.error[0].value and len(at.error[0].value) < 300
 
 
 def test_the_folder_entered_on_one_page_fills_the_next(app_env, shared_data, tmp_path):

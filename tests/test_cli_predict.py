@@ -77,6 +77,7 @@ def test_table_for_a_trained_bundle(photo_dir, tmp_path, capsys):
         (["predict", "default", "EMPTY_DIR"], "no image files"),
         (["predict", "default", CAR, "--top-k", "0"], "--top-k"),
         (["predict", "default", CAR, "--tta", "99"], "tta=99"),
+        (["predict", "default", "a" * 5000], "File name too long"),  # the OS refuses it: still one line
     ],
 )
 def test_user_errors_exit_2_with_one_line(shared_data, tmp_path, capsys, argv, message):
@@ -85,6 +86,7 @@ def test_user_errors_exit_2_with_one_line(shared_data, tmp_path, capsys, argv, m
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert len(err) < 300 and err.count("\n") == 1
 
 
 def test_module_entry_point_runs_in_a_fresh_process(shared_data):

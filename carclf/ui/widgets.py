@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 
 import streamlit as st
 
-from carclf.errors import CarclfError
+from carclf.errors import CarclfError, describe_os_error
 from carclf.ui import loaders, settings
 
 # Side of the thumbnails grids decode (px): sharp at a tile's width, small enough to cache many.
@@ -21,11 +21,13 @@ TILE_PX = 170
 
 @contextlib.contextmanager
 def user_errors(stop: bool = True) -> Iterator[None]:
-    """Show a carclf error as one red line (never a traceback) and, by default, stop the page there."""
+    """Show a carclf error, or a path the system refused, as one red line (never a traceback) and, by
+    default, stop the page there."""
     try:
         yield
-    except CarclfError as error:
-        st.error(settings.hide_paths(str(error)), icon=":material/error:")
+    except (CarclfError, OSError) as error:
+        message = describe_os_error(error) if isinstance(error, OSError) else str(error)
+        st.error(settings.hide_paths(message), icon=":material/error:")
         if stop:
             st.stop()
 
@@ -36,7 +38,12 @@ def folder_input_ui(label: str, key: str, default: str = "", help: str | None = 
     if not text:
         return None
     folder = Path(text).expanduser()
-    if not folder.is_dir():
+    try:
+        is_folder = folder.is_dir()
+    except OSError as error:  # e.g. a pasted paragraph: "File name too long"
+        st.error(f"That is not a folder path this machine accepts ({describe_os_error(error)}).")
+        return None
+    if not is_folder:
         st.error(f"{folder} is not a folder on this machine. Enter the path of an existing folder.")
         return None
     return folder
