@@ -21,6 +21,16 @@ from carclf.images import load_image
 # Photos per model call. 32 keeps a 224 px batch at ~20 MB of float32 input and amortises the per-call
 # overhead; bigger batches gain little on CPU.
 DEFAULT_BATCH_SIZE = 32
+# Most photos per model call accepted (--batch-size): more only exhausts memory (100,000,000 once did, inside
+# TensorFlow, after a minute).
+MAX_BATCH_SIZE = 1024
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` when it is from 1 to ``MAX_BATCH_SIZE``, else a one-line ``ConfigError``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE} photos per model call, got {batch_size!r}.")
+    return batch_size
 
 # progress(done, total): called after each batch with the number of files handled so far.
 Progress = Callable[[int, int], None]

@@ -194,7 +194,21 @@ def read_bundle_meta(bundle_dir) -> dict:
     for key in ("img_size", "backbone"):
         if meta.get(key) is None:
             raise BundleError(f"{bundle_dir / META_FILE} lacks {key!r}: export the bundle again.")
+    _check_meta_types(bundle_dir / META_FILE, meta)
     return meta
+
+
+def _check_meta_types(path: Path, meta: dict) -> None:
+    """The values code reads as numbers are numbers: a hand-edited meta.json gets one line, not a traceback."""
+    size = meta["img_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise BundleError(f"{path}: img_size must be a positive whole number, not {size!r}: export the bundle again.")
+    from carclf.gate import GATE_META_KEY
+
+    gate = meta.get(GATE_META_KEY)
+    if gate is not None and (isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0 <= gate <= 1):
+        raise BundleError(f"{path}: {GATE_META_KEY} must be a number from 0 to 1, not {gate!r}: fix it, or export "
+                          "the bundle again.")
 
 
 def load_bundle(bundle_dir) -> Bundle:

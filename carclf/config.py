@@ -33,6 +33,10 @@ ACTIVATIONS = ("relu", "gelu", "swish", "elu", "tanh", "linear")
 UNFREEZE_FORMS = '"none" (head only), "all" (whole backbone), a percentage like "30%" or a layer count like "12 layers"'
 # Smallest input side accepted: below this the backbones' stride-32 feature map vanishes.
 MIN_IMG_SIZE = 32
+# Largest input side and batch accepted: beyond them a typo (an extra zero or three) asks for more memory than
+# any machine has, and the run dies deep in TensorFlow (or waits forever) instead of saying so up front.
+MAX_IMG_SIZE = 1024
+MAX_BATCH_SIZE = 4096
 
 
 @dataclass
@@ -204,10 +208,11 @@ def read_yaml(path: Path) -> dict:
 def validate(config: TrainConfig) -> None:
     """Check value ranges a type cannot express; raise ``ConfigError`` naming the key and what to do."""
     checks = [
-        (config.batch_size >= 1, "batch_size", "must be at least 1"),
+        (1 <= config.batch_size <= MAX_BATCH_SIZE, "batch_size", f"must be from 1 to {MAX_BATCH_SIZE}"),
         (config.micro_batch_size >= 0, "micro_batch_size", "must be 0 (no limit) or at least 1"),
         (0.0 < config.val_fraction < 1.0, "val_fraction", "must be between 0 and 1 (e.g. 0.2)"),
-        (config.img_size == 0 or config.img_size >= MIN_IMG_SIZE, "img_size", f"must be 0 (native) or >= {MIN_IMG_SIZE}"),
+        (config.img_size == 0 or MIN_IMG_SIZE <= config.img_size <= MAX_IMG_SIZE, "img_size",
+         f"must be 0 (native) or from {MIN_IMG_SIZE} to {MAX_IMG_SIZE}"),
         (bool(config.stages), "stages", "needs at least one stage"),
         (0.0 <= config.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)"),
         (0.0 <= config.head.dropout < 1.0, "head.dropout", "must be in [0, 1)"),
@@ -236,7 +241,8 @@ def validate(config: TrainConfig) -> None:
             (not stage.cached_views or stage.unfreeze == "none", f"stages[{index}].cached_views",
              f"needs unfreeze: none (features can be cached only from a frozen backbone; this stage unfreezes {stage.unfreeze})"),
             (0.0 <= stage.warmup_epochs < stage.epochs, f"stages[{index}].warmup_epochs", "must be >= 0 and below the stage's epochs"),
-            (stage.img_size == 0 or stage.img_size >= MIN_IMG_SIZE, f"stages[{index}].img_size", f"must be 0 (the run's img_size) or >= {MIN_IMG_SIZE}"),
+            (stage.img_size == 0 or MIN_IMG_SIZE <= stage.img_size <= MAX_IMG_SIZE, f"stages[{index}].img_size",
+             f"must be 0 (the run's img_size) or from {MIN_IMG_SIZE} to {MAX_IMG_SIZE}"),
         ]
     for ok, key, message in checks:
         if not ok:

@@ -14,6 +14,7 @@ as ``predict --tta 1``; the parity check compares it with the Keras model calibr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -236,6 +237,9 @@ def export_model(
         raise ConfigError(f"--quantize applies to TFLite only; {spec.name} exports keep float32 weights.")
     bundle = _as_bundle(model_dir)
     target = spec.target(Path(out))
+    writable_parent = next((folder for folder in target.parents if folder.exists()), None)
+    if writable_parent is not None and not os.access(writable_parent, os.W_OK):  # else TensorFlow's own traceback
+        raise ConfigError(f"{writable_parent} is not writable: choose another --out.")
     if target.exists():
         if not overwrite:
             raise ConfigError(f"{target} already exists: choose another --out or pass --overwrite.")
@@ -245,6 +249,12 @@ def export_model(
             shutil.rmtree(target)
         else:
             target.unlink()
+    # A .tflite file's labels.json and parity.json go beside it: never over a folder's own files unasked
+    # (a dataset's labels.json holds the user's class names).
+    taken = [name for name in (LABELS_FILE, PARITY_FILE) if (spec.side_dir(target) / name).exists()]
+    if taken and not overwrite:
+        raise ConfigError(f"{spec.side_dir(target)} already holds {' and '.join(taken)}, which the export writes "
+                          "beside the model: export into another folder, or pass --overwrite to replace them.")
 
     photos = parity_photo_paths(parity_images, max_parity_images)
     batch = np.stack([load_rgb_array(p, size=bundle.img_size) for p in photos]).astype(np.float32)

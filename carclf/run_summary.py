@@ -26,7 +26,7 @@ def headline_score(metrics: Optional[Mapping]) -> tuple[Optional[float], bool]:
     The TTA score is the headline when the run measured it (the config's ``tta`` > 0), as in
     ``final_val_accuracy``.
     """
-    metrics = metrics or {}
+    metrics = metrics if isinstance(metrics, Mapping) else {}  # a damaged status.json may hold anything
     for key, tta in (("val_accuracy_tta", True), ("val_accuracy", False)):
         value = metrics.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -48,15 +48,15 @@ def describe_state(status: Mapping) -> str:
     The planned epoch count is ``epochs_planned`` (the config's total, written at start) or else
     ``epochs_total`` (which the trainer lowers as stages stop early).
     """
-    state = status.get("state") or "unknown"
-    epoch = status.get("epoch") or 0
-    planned = status.get("epochs_planned") or status.get("epochs_total")
+    state = str(status.get("state") or "unknown")
+    epoch = _count(status.get("epoch"))
+    planned = _count(status.get("epochs_planned")) or _count(status.get("epochs_total"))
     if state == "finished":
         if planned and 0 < epoch < planned:
             return f"finished (stopped early at epoch {epoch} of {planned})"
         return "finished"
     if state == "running":
-        current = status.get("epoch_in_progress") or epoch
+        current = _count(status.get("epoch_in_progress")) or epoch
         return f"running: epoch {current} of {planned}" if planned and current else "running: starting"
     if state in ("stopped", "interrupted", "failed") and planned and epoch:
         return f"{state} after epoch {epoch} of {planned}"
@@ -67,5 +67,10 @@ def progress_fraction(status: Mapping) -> float:
     """Share of the run done, 0..1: 1.0 for a finished run (even one stopped early)."""
     if status.get("state") == "finished":
         return 1.0
-    total = status.get("epochs_total")
-    return min(1.0, (status.get("epoch") or 0) / total) if total else 0.0
+    total = _count(status.get("epochs_total"))
+    return min(1.0, _count(status.get("epoch")) / total) if total else 0.0
+
+
+def _count(value) -> int:
+    """An epoch count from status.json, 0 when missing or damaged (a string, a list, a negative number)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -306,7 +306,11 @@ def read_history(run_id: str, runs_dir=RUNS_DIR):
     paths = _existing(run_id, runs_dir)
     if not paths.history.is_file() or paths.history.stat().st_size == 0:
         return pd.DataFrame(columns=list(HISTORY_COLUMNS))
-    return pd.read_csv(paths.history)
+    try:
+        return pd.read_csv(paths.history)
+    except ValueError as error:  # pandas' parser errors and undecodable bytes are ValueErrors
+        raise RunError(f"run {run_id}: history.csv is damaged ({str(error).splitlines()[0]}); its curves cannot "
+                       "be drawn. The model and status are unaffected.") from error
 
 
 def read_log_tail(run_id: str, runs_dir=RUNS_DIR, lines: int = 40) -> str:
@@ -402,9 +406,8 @@ def _effective_status(paths: RunPaths) -> dict:
 
 def _pid_alive(pid) -> bool:
     """True when ``pid`` is a live (not zombie) process."""
-    if not pid:
-        return False
-    pid = int(pid)
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31:
+        return False  # none, or a damaged status.json ("abc", [1], 10**20): no process to probe
     try:
         reaped, _ = os.waitpid(pid, os.WNOHANG)  # our own dead child: reap it so it is not a zombie
         if reaped == pid:

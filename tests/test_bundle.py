@@ -122,6 +122,10 @@ def _break(path, how):
     elif how == "wrong img_size":
         meta = json.loads((path / META_FILE).read_text())
         (path / META_FILE).write_text(json.dumps({**meta, "img_size": 64}), encoding="utf-8")
+    elif how in ("text img_size", "text gate"):  # hand-edited meta.json values once raised ValueError
+        meta = json.loads((path / META_FILE).read_text())
+        key, value = ("img_size", "big") if how == "text img_size" else ("gate_threshold", "abc")
+        (path / META_FILE).write_text(json.dumps({**meta, key: value}), encoding="utf-8")
 
 
 @pytest.mark.parametrize("how, message", [
@@ -132,6 +136,8 @@ def _break(path, how):
     ("future format", "format 99"),
     ("truncated model", "cannot be loaded"),
     ("wrong img_size", "img_size 64"),
+    ("text img_size", "img_size must be a positive whole number"),
+    ("text gate", "gate_threshold must be a number"),
 ])
 def test_broken_bundles_raise_bundle_error_saying_what_to_do(tmp_path, trained_model, how, message):
     path = save(trained_model, tmp_path)

@@ -81,6 +81,31 @@ def test_submit_writes_the_csv(bundle, data_dir, tmp_path, capsys):
     assert rows[0] == ["Id", "Category"] and result["n_rows"] == len(rows) - 1 == 3
     assert all(category == expected_colour(test_dir / image_id) for image_id, category in rows[1:])
 
+    # Written again: an existing file is replaced only with --overwrite (a mistyped --out once replaced a
+    # model's model.keras, a test photo and the sample file).
+    code = main(["submit", str(bundle), "--test-dir", str(test_dir), "--out", str(out), "--no-progress"])
+    assert_one_line_error(code, capsys.readouterr().err, "already exists", "--overwrite")
+    photo = sorted(test_dir.iterdir())[0]
+    before = photo.read_bytes()
+    code = main(["submit", str(bundle), "--test-dir", str(test_dir), "--out", str(photo), "--no-progress"])
+    assert_one_line_error(code, capsys.readouterr().err, "already exists")
+    assert photo.read_bytes() == before
+    assert main(["submit", str(bundle), "--test-dir", str(test_dir), "--out", str(out), "--overwrite",
+                 "--no-progress"]) == 0
+
+
+def test_pack_commands_never_replace_an_existing_file(bundle, tmp_path, capsys):
+    model_file = Path(bundle) / "model.keras"
+    before = model_file.read_bytes()
+    code = main(["bundle", "pack", str(bundle), str(model_file)])
+    assert_one_line_error(code, capsys.readouterr().err, "already exists", "--overwrite")
+    assert model_file.read_bytes() == before
+    code = main(["bundle", "pack", str(bundle), str(tmp_path)])
+    assert_one_line_error(code, capsys.readouterr().err, "is a folder")
+    out = tmp_path / "b.zip"
+    assert main(["bundle", "pack", str(bundle), str(out)]) == 0
+    assert main(["bundle", "pack", str(bundle), str(out), "--overwrite"]) == 0
+
 
 def test_submit_missing_sample_ids_is_one_line(bundle, data_dir, tmp_path, capsys):
     sample = tmp_path / "sample.csv"
@@ -108,6 +133,9 @@ def test_export_reports_parity(bundle, data_dir, tmp_path, capsys):
         (["evaluate", "{bundle}", "--data", "{odd}"], ["does not know", "purple"]),
         (["export", "{bundle}", "--format", "savedmodel", "--quantize", "int8", "--out", "{tmp}/x"], ["TFLite only"]),
         (["submit", "{bundle}", "--test-dir", "{tmp}/nowhere", "--out", "{tmp}/s.csv"], ["no such test folder"]),
+        (["evaluate", "{bundle}", "--data", "{data}", "--batch-size", "100000000"], ["--batch-size must be from 1"]),
+        (["submit", "{bundle}", "--test-dir", "{data}", "--out", "{tmp}/s.csv", "--batch-size", "0"],
+         ["--batch-size must be from 1"]),
     ],
 )
 def test_user_mistakes_are_one_line_errors(bundle, data_dir, tmp_path, shared_data, capsys, argv, fragments):

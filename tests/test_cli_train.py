@@ -51,6 +51,9 @@ def _bad_config(tmp_path):
     (lambda tmp: ["train", "--data", str(tmp), "--epochs", "1"], "epochs must be"),
     (lambda tmp: ["train", "--data", str(tmp), "--batch-size", "0"], "batch_size"),
     (lambda tmp: ["train", "--data", str(tmp), "--img-size", "8"], "img_size"),
+    # Typos with extra zeros once ran out of memory inside TensorFlow (or waited forever) instead.
+    (lambda tmp: ["train", "--data", str(tmp), "--img-size", "1000000000"], "img_size must be 0 (native) or from"),
+    (lambda tmp: ["train", "--data", str(tmp), "--batch-size", "1000000000"], "batch_size must be from 1 to"),
     (lambda tmp: ["train", "--data", str(tmp), "--backbone", "resnet9000"], "resnet9000"),
     (lambda tmp: ["train", "--run-dir", str(tmp), "--data", str(tmp)], "drop --data"),
     (lambda tmp: ["train", "--run-dir", str(tmp)], "not a run folder"),

@@ -100,6 +100,12 @@ def test_user_mistakes_are_typed_errors(bundle, tmp_path):
     with pytest.raises(ConfigError, match="not a savedmodel export"):
         export_model(bundle, "savedmodel", tmp_path / "notes", overwrite=True)
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"  # a folder that is not an export survives
+    (tmp_path / "data").mkdir()  # a dataset folder with its class-name file: the export's labels.json would replace it
+    (tmp_path / "data" / "labels.json").write_text('{"red": "Red (mine)"}')
+    with pytest.raises(ConfigError, match="already holds labels.json"):
+        export_model(bundle, "tflite", tmp_path / "data" / "model.tflite")
+    assert (tmp_path / "data" / "labels.json").read_text() == '{"red": "Red (mine)"}'
+    assert not (tmp_path / "data" / "model.tflite").exists()
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="parity"):
         export_model(bundle, "tflite", tmp_path / "d.tflite", parity_images=tmp_path / "empty")

@@ -99,6 +99,15 @@ def test_checkpoints_only_when_asked(real_run, tmp_path):
     assert (tmp_path / "runs" / run_id / "checkpoints" / "stage_end.weights.h5").is_file()
 
 
+def test_pack_never_replaces_an_existing_file_unasked(real_run, tmp_path, capsys):
+    status = real_run.status.read_bytes()
+    assert main(["runs", "pack", str(real_run.root), str(real_run.status)]) == 2  # its own status.json
+    assert "already exists" in capsys.readouterr().err and real_run.status.read_bytes() == status
+    (tmp_path / "old.zip").write_bytes(b"an older pack")
+    assert main(["runs", "pack", str(real_run.root), str(tmp_path / "old.zip"), "--overwrite"]) == 0
+    assert zipfile.is_zipfile(tmp_path / "old.zip")
+
+
 def test_a_running_run_is_not_packed(real_run, tmp_path, capsys):
     paths = runs.create_run(load_config(real_run.config), tmp_path / "runs")
     runs.update_status(paths, state=runs.RUNNING, pid=os.getpid())  # this very process: alive

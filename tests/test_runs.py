@@ -161,3 +161,45 @@ def test_two_concurrent_runs_finish_with_separate_valid_outputs(tmp_path):
         bundles.add(status["bundle"])
     assert len(bundles) == 2
     assert {s["run_id"] for s in runs.list_runs(runs_dir)} == set(ids)
+
+
+@pytest.mark.parametrize("damage", [
+    {"state": "running", "pid": "abc"},
+    {"state": "running", "pid": [1]},
+    {"state": "running", "pid": 10**20},
+    {"state": "finished", "val_metrics": [1, 2], "epoch": "7", "epochs_planned": {"x": 1}},
+])
+def test_a_hand_damaged_status_never_gives_a_traceback(tmp_path, capsys, damage):
+    """Found by a CLI fuzz: a status.json edited by hand (or half-synced) made list/show/stop raise."""
+    from carclf.cli import main
+
+    paths = runs.create_run(load_config(overrides={"name": "edited"}), tmp_path)
+    runs.update_status(paths, **damage)
+    assert main(["runs", "--runs-dir", str(tmp_path), "list"]) == 0
+    assert main(["runs", "--runs-dir", str(tmp_path), "show", paths.run_id]) == 0
+    code = main(["runs", "--runs-dir", str(tmp_path), "stop", paths.run_id])
+    captured = capsys.readouterr()
+    assert code == 2 and "nothing to stop" in captured.err and "Traceback" not in captured.err
+
+
+def test_a_damaged_history_is_one_line(tmp_path, capsys):
+    from carclf.cli import main
+
+    paths = runs.create_run(load_config(overrides={"name": "history"}), tmp_path)
+    runs.update_status(paths, state=runs.FINISHED)
+    paths.history.write_bytes(b'\xfb\xfa"epoch,stage\n1,"unterminated')
+    with pytest.raises(RunError, match="history.csv is damaged"):
+        runs.read_history(paths.run_id, tmp_path)
+    assert main(["runs", "--runs-dir", str(tmp_path), "show", paths.run_id]) == 2
+    assert "history.csv is damaged" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_not_trained_again_by_run_dir(tmp_path, capsys):
+    """`train --run-dir` (how the launcher starts a run) once retrained a finished run over its model."""
+    from carclf.cli import main
+
+    paths = runs.create_run(load_config(overrides={"name": "done"}), tmp_path)
+    runs.update_status(paths, state=runs.FINISHED)
+    assert main(["train", "--run-dir", str(paths.root)]) == 2
+    assert "finished or imported run" in capsys.readouterr().err
+    assert json.loads(paths.status.read_text())["state"] == runs.FINISHED

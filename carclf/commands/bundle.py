@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from carclf.commands.outputs import add_overwrite_argument, new_output_file
+
 HELP = "Pack a bundle folder into one file, or install a bundle file (from disk or a URL)."
 
 # Where bundles are installed unless --models-dir says otherwise.
@@ -19,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pack = actions.add_parser("pack", help="write bundle folder MODEL_DIR as one .zip file")
     pack.add_argument("model_dir", metavar="MODEL_DIR", help="bundle folder (models/<name>)")
     pack.add_argument("out", metavar="OUT.zip", help="file to write")
+    add_overwrite_argument(pack)
     unpack = actions.add_parser("unpack", help="check a bundle file and install it into the models folder")
     unpack.add_argument("file", metavar="FILE", help="bundle file made by 'bundle pack'")
     unpack.add_argument("--models-dir", default=DEFAULT_MODELS_DIR, metavar="DIR", help="models folder")
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from carclf import bundle_file
 
     if args.action == "pack":
-        path = bundle_file.pack_bundle(args.model_dir, args.out)
+        path = bundle_file.pack_bundle(args.model_dir, new_output_file(args.out, args.overwrite))
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {bundle_file.sha256_file(path)})")
     elif args.action == "unpack":
         path = bundle_file.unpack_bundle(args.file, args.models_dir)

@@ -27,15 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from carclf.batch import DEFAULT_BATCH_SIZE
+    from carclf.batch import DEFAULT_BATCH_SIZE, check_batch_size
     from carclf.data import tqdm_progress
     from carclf.evaluation import evaluate
     from carclf.predict import load_model
 
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else check_batch_size(args.batch_size)
     model = load_model(args.model)
     progress = None if args.no_progress else tqdm_progress("evaluating")
-    report = evaluate(model, args.data, tta=args.tta, progress=progress,
-                      batch_size=args.batch_size or DEFAULT_BATCH_SIZE)
+    report = evaluate(model, args.data, tta=args.tta, progress=progress, batch_size=batch_size)
     if args.out:
         report.save(args.out)
     if args.json:

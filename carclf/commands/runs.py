@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from carclf.commands.outputs import add_overwrite_argument, new_output_file
 from carclf.run_summary import describe_state, headline_score
 
 HELP = "List, inspect, stop, resume, delete, pack or import training runs."
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "evaluation report in RUN/report; checkpoints only with --checkpoints.")
     pack.add_argument("run_id", metavar="RUN", help="run id as shown by 'runs list', or a run folder")
     pack.add_argument("out", metavar="OUT.zip", help="file to write")
+    add_overwrite_argument(pack)
     pack.add_argument("--checkpoints", action="store_true", help="also pack the checkpoints (large)")
     _runs_dir_after_action(pack)
     imported = actions.add_parser(
@@ -122,7 +124,7 @@ def _pack(args) -> int:
     from carclf import run_archive
 
     paths = run_archive.find_run(args.run_id, args.runs_dir)
-    out = run_archive.pack_run(paths, args.out, checkpoints=args.checkpoints)
+    out = run_archive.pack_run(paths, new_output_file(args.out, args.overwrite), checkpoints=args.checkpoints)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) from run {paths.run_id}")
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from carclf.commands.outputs import add_overwrite_argument, new_output_file
 from carclf.commands.predict import TTA_HELP
 
 HELP = "Predict a folder of test photos and write a Kaggle Id,Category submission CSV."
@@ -15,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL_DIR", help="bundle folder (models/<name>) or 'default'")
     parser.add_argument("--test-dir", required=True, metavar="DIR", help="folder of test photos (<Id>.jpg)")
     parser.add_argument("--out", required=True, metavar="CSV", help="where to write the submission")
+    add_overwrite_argument(parser)
     parser.add_argument("--tta", type=int, default=None, metavar="N", help=TTA_HELP)
     parser.add_argument("--sample", metavar="CSV",
                         help="the competition's sample-submission.csv: same ids, order and header")
@@ -27,21 +29,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from carclf.batch import DEFAULT_BATCH_SIZE
+    from carclf.batch import DEFAULT_BATCH_SIZE, check_batch_size
     from carclf.data import tqdm_progress
     from carclf.predict import load_model
     from carclf.submit import write_submission
 
+    out = new_output_file(args.out, args.overwrite)  # before the model loads: a mistake costs no wait
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else check_batch_size(args.batch_size)
     model = load_model(args.model)
     result = write_submission(
         model,
         args.test_dir,
-        args.out,
+        out,
         tta=args.tta,
         sample=args.sample,
         allow_missing=args.allow_missing,
         progress=None if args.no_progress else tqdm_progress("predicting"),
-        batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+        batch_size=batch_size,
     )
     for image_id in result.missing:
         print(f"warning: {image_id}: no photo; row filled with {result.filled_with}", file=sys.stderr)

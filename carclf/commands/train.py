@@ -145,6 +145,7 @@ def fit_to_memory(config):
 def _run_existing(run_dir: Path, args: argparse.Namespace) -> int:
     """Train (or continue) the run in ``run_dir`` from its own config.yaml; other options are refused."""
     from carclf import runs
+    from carclf.atomic import read_json_object
     from carclf.config import load_config
     from carclf.errors import RunError
     from carclf.train import train
@@ -156,6 +157,10 @@ def _run_existing(run_dir: Path, args: argparse.Namespace) -> int:
     paths = runs.RunPaths(run_dir)
     if not paths.config.is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.yaml).")
+    stored = read_json_object(paths.status)
+    if stored.get("state") == runs.FINISHED or runs.is_imported(stored):
+        raise RunError(f"{run_dir} is a finished or imported run: training it again would replace its model. "
+                       "Start a new run instead.")
     with runs.trainer_lock(paths):  # a second process on the same run (double resume) is refused here
         status = train(load_config(paths.config), paths.root)
     return 0 if status.get("state") == runs.FINISHED else EXIT_STOPPED
