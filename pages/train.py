@@ -295,11 +295,12 @@ def run_detail_ui(run_id: str, status: dict) -> None:
         shown = Path(status["bundle"]).name if settings.is_public() else status["bundle"]
         st.success(f"Model bundle: `{shown}` (choose it in the sidebar).")
     run_files_ui(run_id, status)
-    history = runs.read_history(run_id, runs_dir)
-    if history.empty:
-        st.info("No finished epoch yet: the curves appear after the first epoch.")
-    else:
-        st.plotly_chart(charts.training_curves(history), key="train_curves")
+    with widgets.user_errors(stop=False):  # a damaged history.csv costs the curves, not the log below
+        history = runs.read_history(run_id, runs_dir)
+        if history.empty:
+            st.info("No finished epoch yet: the curves appear after the first epoch.")
+        else:
+            st.plotly_chart(charts.training_curves(history), key="train_curves")
     no_log = "(no log yet)" if status.get("state") in runs.ACTIVE_STATES else "(this run kept no log)"
     st.code(settings.hide_paths(runs.read_log_tail(run_id, runs_dir, lines=LOG_TAIL_LINES)) or no_log, language=None)
 

@@ -114,6 +114,24 @@ def test_compare_tab_lists_config_differences(app_env, data):
     assert len(_runs_table(at)) == 2
 
 
+def test_damaged_run_files_cost_only_what_they_hold(app_env, data):
+    """A hand-edited status.json (text pid, list metrics) and a garbled history.csv: the Runs tab lists the run
+    and shows its log, the curves give way to one red line."""
+    from carclf import runs
+    from carclf.config import load_config
+
+    paths = runs.create_run(load_config(preset="quick", overrides={"data": str(data), "name": "edited"}),
+                            app_env["runs"])
+    runs.update_status(paths, state=runs.RUNNING, pid="abc", val_metrics=[1, 2], epoch="3")
+    paths.history.write_bytes(b'\xfb"epoch,stage\n1,"unterminated')
+    paths.log.write_text("epoch 1 done\n")
+    at = open_page("train.py")
+    assert not at.exception
+    assert len(_runs_table(at)) == 1
+    assert any("history.csv is damaged" in e for e in texts(at.error)), texts(at.error)
+    assert any("epoch 1 done" in c.value for c in at.code)
+
+
 def _launched_config(at, runs_dir, preset: str, folder):
     """Click Launch, stop the background run at once (config.yaml is written before training) and read its config."""
     from carclf import runs
