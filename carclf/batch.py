@@ -25,13 +25,6 @@ DEFAULT_BATCH_SIZE = 32
 # TensorFlow, after a minute).
 MAX_BATCH_SIZE = 1024
 
-
-def check_batch_size(batch_size: int) -> int:
-    """``batch_size`` when it is from 1 to ``MAX_BATCH_SIZE``, else a one-line ``ConfigError``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ConfigError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE} photos per model call, got {batch_size!r}.")
-    return batch_size
-
 # progress(done, total): called after each batch with the number of files handled so far.
 Progress = Callable[[int, int], None]
 
@@ -82,8 +75,9 @@ def predict_files(
     """
     paths = tuple(Path(p) for p in paths)
     tta = model.views_for(tta)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"batch size must be a whole number >= 1, got {batch_size!r}.")
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or not 1 <= batch_size <= MAX_BATCH_SIZE):
+        raise ConfigError(f"batch size must be a whole number from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}.")
     num_classes = len(model.class_names)
     probabilities = np.full((len(paths), num_classes), np.nan, dtype=np.float32)
     errors: dict[int, str] = {}

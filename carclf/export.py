@@ -251,9 +251,10 @@ def export_model(
             target.unlink()
     # A .tflite file's labels.json and parity.json go beside it: never over a folder's own files unasked
     # (a dataset's labels.json holds the user's class names).
-    taken = [name for name in (LABELS_FILE, PARITY_FILE) if (spec.side_dir(target) / name).exists()]
+    side = spec.side_dir(target)
+    taken = [name for name in (LABELS_FILE, PARITY_FILE) if (side / name).exists()]
     if taken and not overwrite:
-        raise ConfigError(f"{spec.side_dir(target)} already holds {' and '.join(taken)}, which the export writes "
+        raise ConfigError(f"{side} already holds {' and '.join(taken)}, which the export writes "
                           "beside the model: export into another folder, or pass --overwrite to replace them.")
 
     photos = parity_photo_paths(parity_images, max_parity_images)

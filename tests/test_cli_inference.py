@@ -133,9 +133,9 @@ def test_export_reports_parity(bundle, data_dir, tmp_path, capsys):
         (["evaluate", "{bundle}", "--data", "{odd}"], ["does not know", "purple"]),
         (["export", "{bundle}", "--format", "savedmodel", "--quantize", "int8", "--out", "{tmp}/x"], ["TFLite only"]),
         (["submit", "{bundle}", "--test-dir", "{tmp}/nowhere", "--out", "{tmp}/s.csv"], ["no such test folder"]),
-        (["evaluate", "{bundle}", "--data", "{data}", "--batch-size", "100000000"], ["--batch-size must be from 1"]),
-        (["submit", "{bundle}", "--test-dir", "{data}", "--out", "{tmp}/s.csv", "--batch-size", "0"],
-         ["--batch-size must be from 1"]),
+        (["evaluate", "{bundle}", "--data", "{data}", "--batch-size", "100000000"], ["batch size must be a whole number from 1 to"]),
+        (["submit", "{bundle}", "--test-dir", "{data}/red", "--out", "{tmp}/s.csv", "--batch-size", "0"],
+         ["batch size must be a whole number from 1 to"]),
     ],
 )
 def test_user_mistakes_are_one_line_errors(bundle, data_dir, tmp_path, shared_data, capsys, argv, fragments):

@@ -27,12 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from carclf.batch import DEFAULT_BATCH_SIZE, check_batch_size
+    from carclf.batch import DEFAULT_BATCH_SIZE
     from carclf.data import tqdm_progress
     from carclf.evaluation import evaluate
     from carclf.predict import load_model
 
-    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else check_batch_size(args.batch_size)
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # predict_files checks it
     model = load_model(args.model)
     progress = None if args.no_progress else tqdm_progress("evaluating")
     report = evaluate(model, args.data, tta=args.tta, progress=progress, batch_size=batch_size)

@@ -29,13 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from carclf.batch import DEFAULT_BATCH_SIZE, check_batch_size
+    from carclf.batch import DEFAULT_BATCH_SIZE
     from carclf.data import tqdm_progress
     from carclf.predict import load_model
     from carclf.submit import write_submission
 
     out = new_output_file(args.out, args.overwrite)  # before the model loads: a mistake costs no wait
-    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else check_batch_size(args.batch_size)
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # predict_files checks it
     model = load_model(args.model)
     result = write_submission(
         model,
