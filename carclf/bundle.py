@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -219,6 +220,9 @@ def load_bundle(bundle_dir) -> Bundle:
 
     bundle_dir = Path(bundle_dir)
     meta = read_bundle_meta(bundle_dir)
+    if not zipfile.is_zipfile(bundle_dir / MODEL_FILE):  # Keras would say "File not found" about a cut-off file
+        raise BundleError(f"{bundle_dir / MODEL_FILE} cannot be loaded: it is damaged or truncated (not a complete "
+                          ".keras archive); retrain or re-export it.")
     try:
         model = keras.saving.load_model(bundle_dir / MODEL_FILE, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError, KeyError) as error:

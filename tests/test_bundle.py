@@ -134,7 +134,7 @@ def _break(path, how):
     ("bad json", "not valid JSON"),
     ("labels mismatch", "does not match"),
     ("future format", "format 99"),
-    ("truncated model", "cannot be loaded"),
+    ("truncated model", "cannot be loaded: it is damaged or truncated"),
     ("wrong img_size", "img_size 64"),
     ("text img_size", "img_size must be a positive whole number"),
     ("text gate", "gate_threshold must be a number"),
