@@ -30,9 +30,12 @@ def _dataset(shared_data, root):
     return root
 
 
+def _metric_tile(page, label: str):
+    return page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True))
+
+
 def _metric(page, label: str) -> str:
-    metric = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True))
-    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    return _metric_tile(page, label).locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
 def test_exclude_a_duplicate_from_the_page_and_open_a_photo_from_the_map(shared_data, tmp_path):
@@ -89,12 +92,8 @@ def test_exclude_a_duplicate_from_the_page_and_open_a_photo_from_the_map(shared_
         page.set_viewport_size({"width": 390, "height": 900})
         page.wait_for_timeout(1500)
         wait_idle(page)
-        leaks, duplicates = (_metric_box(page, label) for label in ("Leaks", "Duplicates"))
+        leaks, duplicates = (_metric_tile(page, label).bounding_box() for label in ("Leaks", "Duplicates"))
         assert leaks["y"] == duplicates["y"] and duplicates["x"] > leaks["x"]
         keep = page.get_by_role("button", name="Keep").last.bounding_box()
         exclude = page.get_by_role("button", name="Exclude").last.bounding_box()
         assert keep["y"] == exclude["y"] and exclude["x"] > keep["x"]
-
-
-def _metric_box(page, label: str) -> dict:
-    return page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True)).bounding_box()
