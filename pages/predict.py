@@ -1,4 +1,5 @@
-"""Predict: one photo in detail (verdict, top-k, TTA views, Grad-CAM) or many photos as a table + CSV.
+"""Predict: one photo in detail (verdict, top-k, TTA views, Grad-CAM) or many photos as a table + CSV, any
+row of which opens that photo in detail.
 
 The verdict is one of three: the car model; "Not sure" with the top alternatives when the calibrated top
 probability is under the bundle's threshold; "Not a car" when the gate says so (it comes first)."""
@@ -176,10 +177,12 @@ def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
         }
     )
     good = sum(r.ok for r in results)
-    st.write(f"**{good}** of {len(photos)} photos predicted.")
-    st.dataframe(
+    st.write(f"**{good}** of {len(photos)} photos predicted. Click a row to see that photo in detail.")
+    event = st.dataframe(
         table,
         hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
         column_config={
             "probability": st.column_config.ProgressColumn(
                 format="percent", min_value=0, max_value=1,
@@ -189,6 +192,26 @@ def batch_ui(predictor, photos: list[Photo], options: Options) -> None:
         key="predict_table",
     )
     submission_ui(predictor, photos, results)
+    chosen = detail_choice_ui(photos, event)
+    if chosen is not None:
+        st.divider()
+        single_ui(predictor, photos[chosen], options)
+
+
+def detail_choice_ui(photos: list[Photo], event) -> int | None:
+    """The photo to show in detail: set by clicking a table row, or with the select box (phones, keyboards).
+    Returns its index in ``photos``, or None for none."""
+    rows = event.selection.rows if event and event.selection else []
+    clicked = rows[0] if rows else None
+    if clicked != st.session_state.get("predict_clicked"):  # a new click wins over the select box's value
+        st.session_state["predict_clicked"] = clicked
+        if clicked is not None:
+            st.session_state["predict_detail"] = clicked
+    choices = [None, *range(len(photos))]
+    if st.session_state.get("predict_detail") not in choices:  # another upload: its rows are other photos
+        st.session_state["predict_detail"] = None
+    return st.selectbox("Photo in detail", choices, key="predict_detail",
+                        format_func=lambda i: "none" if i is None else f"{i + 1}. {photos[i].name}")
 
 
 def submission_ui(predictor, photos: list[Photo], results) -> None:

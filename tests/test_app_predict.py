@@ -118,6 +118,27 @@ def test_many_photos_table_with_bad_files(app_env, shared_data):
     assert "2 rows" in download.proto.label
 
 
+def test_a_row_of_the_table_opens_that_photo_in_detail(app_env, shared_data):
+    at = open_page("predict.py")
+    at.toggle(key="predict_explain").set_value(False)
+    photos = [("3076.jpg", (shared_data / CAR).read_bytes(), "image/jpeg"),
+              ("cat.jpg", (shared_data / NON_CAR).read_bytes(), "image/jpeg"),
+              ("notes.jpg", b"not a photo", "image/jpeg")]
+    _upload(at, photos)
+    assert at.selectbox(key="predict_detail").value is None and not at.success and not at.warning
+    assert not at.get("plotly_chart")  # the table alone until a photo is chosen
+    at.selectbox(key="predict_detail").set_value(1).run()
+    assert "Not a car" in at.warning[0].value and not at.success
+    assert at.dataframe[0].value["file"][1] == "cat.jpg"  # the table stays above the detail
+    at.selectbox(key="predict_detail").set_value(0).run()
+    verdict = at.success[0].value
+    assert at.dataframe[0].value["prediction"][0] in verdict and _chart(at)["data"][0]["y"][-1] in verdict
+    at.selectbox(key="predict_detail").set_value(2).run()  # the unreadable one: its reason, no traceback
+    assert not at.exception and any(e.startswith("notes.jpg") for e in texts(at.error))
+    _upload(at, photos[:2])  # fewer photos: the choice no longer points past the end
+    assert at.selectbox(key="predict_detail").value is None and not at.error
+
+
 @pytest.mark.parametrize("sample", ["car_red_sports", "noncar_cat"])
 def test_sample_gallery(app_env, sample):
     at = open_page("predict.py")

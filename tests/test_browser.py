@@ -1,7 +1,7 @@
 """The dashboard in a real browser: `streamlit run app.py` driven by Debian chromium through Playwright.
 
 One server and one browser for the whole scenario (each costs seconds on 2 shared cores): predict a non-car
-and a car photo, move a slider in the Augmentation lab, launch a tiny training run and watch its curve
+and a car photo, then both as a table whose row opens one in detail, move a slider in the Augmentation lab, launch a tiny training run and watch its curve
 appear, reload the page (runs live on disk), then pick the new model in the sidebar and check the choice
 survives page changes.
 """
@@ -22,6 +22,8 @@ BRANDS = "cars/vidhyagupta_car_brands_5"
 # Milliseconds to wait for a model-backed answer and for a training run's first curve on 2 shared cores.
 PREDICT_TIMEOUT_MS = 180_000
 TRAIN_TIMEOUT_MS = 300_000
+# Height of a table row in Streamlit's data grid, px.
+ROW_PX = 35
 
 
 @pytest.fixture
@@ -38,8 +40,17 @@ def _tiny_dataset(shared_data, dest):
     return dest
 
 
-def _upload(page, path):
-    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+def _upload(page, *paths):
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        [str(path) for path in paths])
+    wait_idle(page, PREDICT_TIMEOUT_MS)
+
+
+def _click_row(page, row: int) -> None:
+    """Click the selection box of a table row (0 = first under the header): the grid is a canvas, so by
+    position, Streamlit's header and rows being ROW_PX tall."""
+    box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    page.mouse.click(box["x"] + 12, box["y"] + ROW_PX * (row + 1.5))
     wait_idle(page, PREDICT_TIMEOUT_MS)
 
 
@@ -79,6 +90,14 @@ def test_dashboard_end_to_end(server, shared_data, tmp_path):
         chart = page.locator('[data-testid="stPlotlyChart"]').first
         chart.wait_for(timeout=PREDICT_TIMEOUT_MS)
         assert chart.locator(".bars").count() >= 1  # plotly drew the bars
+
+        # Many photos: a table, and a click on a row opens that photo in detail below it.
+        _remove_uploads(page)
+        _upload(page, shared_data / CAR, shared_data / NON_CAR)
+        assert page.locator('[data-testid="stAlertContentWarning"]').count() == 0
+        _click_row(page, 1)
+        assert "Not a car" in page.locator('[data-testid="stAlertContentWarning"]').first.inner_text()
+        assert _selected(page, "Photo in detail") == "2. caffe_cat.jpg"
 
         # Augmentation lab: moving the strength slider to 0 changes the grid (all draws become the photo).
         go_to(page, "Augmentation lab")
