@@ -49,14 +49,14 @@ def describe_state(status: Mapping) -> str:
     ``epochs_total`` (which the trainer lowers as stages stop early).
     """
     state = str(status.get("state") or "unknown")
-    epoch = _count(status.get("epoch"))
-    planned = _count(status.get("epochs_planned")) or _count(status.get("epochs_total"))
+    epoch = positive_count(status.get("epoch"))
+    planned = positive_count(status.get("epochs_planned")) or positive_count(status.get("epochs_total"))
     if state == "finished":
         if planned and 0 < epoch < planned:
             return f"finished (stopped early at epoch {epoch} of {planned})"
         return "finished"
     if state == "running":
-        current = _count(status.get("epoch_in_progress")) or epoch
+        current = positive_count(status.get("epoch_in_progress")) or epoch
         return f"running: epoch {current} of {planned}" if planned and current else "running: starting"
     if state in ("stopped", "interrupted", "failed") and planned and epoch:
         return f"{state} after epoch {epoch} of {planned}"
@@ -67,10 +67,11 @@ def progress_fraction(status: Mapping) -> float:
     """Share of the run done, 0..1: 1.0 for a finished run (even one stopped early)."""
     if status.get("state") == "finished":
         return 1.0
-    total = _count(status.get("epochs_total"))
-    return min(1.0, _count(status.get("epoch")) / total) if total else 0.0
+    total = positive_count(status.get("epochs_total"))
+    return min(1.0, positive_count(status.get("epoch")) / total) if total else 0.0
 
 
-def _count(value) -> int:
-    """An epoch count from status.json, 0 when missing or damaged (a string, a list, a negative number)."""
+def positive_count(value) -> int:
+    """A count from a JSON file (status.json, meta.json), 0 when missing or damaged (a string, a list, a
+    negative number)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -1,4 +1,4 @@
-"""The sidebar shown on every page: which model answers, and what hardware the app runs on."""
+"""The sidebar shown on every page: which model answers (and what it is), and what hardware the app runs on."""
 
 from __future__ import annotations
 
@@ -51,7 +51,24 @@ def model_picker_ui() -> str | None:
         help=f"Trained bundles from {'the app' if settings.is_public() else settings.models_dir()} (newest first) "
              "and the built-in default model.",
     )
+    model_card_ui(selected_model())
     return selected_model()
+
+
+def model_card_ui(path: str | None) -> None:
+    """'About this model' under the picker: the bundle's card from its meta.json (no model load)."""
+    from carclf.bundle import read_bundle_meta
+    from carclf.default_model import NOTICE
+    from carclf.model_card import model_card
+
+    with st.sidebar.expander("About this model", icon=":material/info:"):
+        if path is None:
+            st.caption(NOTICE)
+            return
+        with widgets.user_errors(stop=False):
+            meta = read_bundle_meta(path)
+            st.markdown("\n".join(f"- **{label}**: {widgets.markdown_text(text)}"
+                                   for label, text in model_card(meta, show_paths=not settings.is_public())))
 
 
 def _remember_choice() -> None:

@@ -19,6 +19,10 @@ THUMBNAIL_PX = 200
 TILE_PX = 170
 
 
+# Characters st.markdown would read as formatting, links or LaTeX.
+MARKDOWN_SPECIAL = set("\\`*_{}[]()<>#+-.!|~$")
+
+
 @contextlib.contextmanager
 def user_errors(stop: bool = True) -> Iterator[None]:
     """Show a carclf error, or a path the system refused, as one red line (never a traceback) and, by
@@ -30,6 +34,11 @@ def user_errors(stop: bool = True) -> Iterator[None]:
         st.error(settings.hide_paths(message), icon=":material/error:")
         if stop:
             st.stop()
+
+
+def markdown_text(text: str) -> str:
+    """``text`` shown literally inside st.markdown: names from folders and files may hold *, _, [ or $."""
+    return "".join("\\" + char if char in MARKDOWN_SPECIAL else char for char in text)
 
 
 def folder_input_ui(label: str, key: str, default: str = "", help: str | None = None) -> Path | None:
