@@ -26,9 +26,17 @@ MAX_PIXELS = 64_000_000
 # (half a gigabyte, and too long for the JPEG step), and Streamlit's display shrinks its height to 0.
 MAX_ASPECT_RATIO = 20
 
+# Rows of a 16-bit or float image scaled to 8 bits at a time (see _to_uint8).
+CONVERT_ROWS = 256
+
 # Transparent pixels are composited onto white, like a browser shows them, instead of dropping alpha
 # (dropping it turns transparent regions into whatever colour happened to be stored there, often black).
 BACKGROUND_RGB = (255, 255, 255)
+
+# The decoders Pillow may use: photo formats only. Pillow knows dozens more (EPS, which runs Ghostscript on
+# the file when it is installed; ICNS, PCX, SGI, DDS...), none of them a photo anyone should upload here.
+# "JPEG" also opens the MPO files of many phone cameras (a JPEG with extra frames).
+PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
 # Extensions accepted when scanning folders (decoding is by content, so a PNG named .jpg is fine).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -103,6 +111,18 @@ def load_rgb_array(source: ImageSource, size: Union[int, tuple[int, int], None] 
     return np.asarray(image, dtype=np.uint8)
 
 
+def load_preview(source: ImageSource, max_side: int) -> Image.Image:
+    """``load_image`` shrunk to at most ``max_side`` px on its longer side, for showing and for Grad-CAM.
+
+    The dashboard shows a 50 MP upload at a few hundred pixels: keeping it at full size cost a copy of
+    ~200 MB per step (display, overlay), several at once per visitor. JPEGs decode at a reduced scale.
+    """
+    image = load_image(source, min_size=max_side)
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return image
+
+
 def probe_image(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Return ``(width, height)`` from the file header only, or raise ``ImageError``.
 
@@ -115,7 +135,7 @@ def probe_image(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> tuple[i
             raise ImageError(f"{path.name}: the file is empty (0 bytes).")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=PILLOW_FORMATS) as image:
                 width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
@@ -141,7 +161,8 @@ def _opening_errors(name: str) -> Iterator[None]:
     except ImageError:
         raise
     except UnidentifiedImageError as error:
-        raise ImageError(f"{name}: not an image file, or a format Pillow cannot read.") from error
+        raise ImageError(f"{name}: not an image file, or not a photo format carclf reads "
+                         "(JPEG, PNG, WebP, BMP, GIF, TIFF).") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"{name}: image is too large to decode safely ({error}).") from error
     except OSError as error:
@@ -174,7 +195,7 @@ def _open(source: ImageSource) -> Image.Image:
             raise ImageError(f"cannot read an image from a {type(source).__name__}.")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(stream)
+            return Image.open(stream, formats=PILLOW_FORMATS)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -186,9 +207,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, BACKGROUND_RGB + (255,))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        # pasted through its own alpha onto white: two full-size copies fewer than alpha_composite and then
+        # convert, which took 1.5 GB for a 264 kB 64 MP PNG a visitor can upload
+        rgba = image if mode == "RGBA" else image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, BACKGROUND_RGB)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _array_to_rgb(np.asarray(image))
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
@@ -201,14 +225,28 @@ def _array_to_rgb(array: np.ndarray) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ImageError(f"expected an HxW, HxWx3 or HxWx4 image array, got shape {array.shape}.")
     if array.dtype != np.uint8:
-        values = array.astype(np.float64)
-        if array.dtype.kind == "f" and values.size and values.max() <= 1.0:
-            values = values * 255.0  # floats in 0..1
-        elif array.dtype.kind in "ui" and array.dtype.itemsize >= 2:
-            values = values * (255.0 / np.iinfo(array.dtype).max if values.max() > 255 else 1.0)
-        array = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        array = _to_uint8(array)
     if array.ndim == 2:
         return Image.fromarray(array, mode="L").convert("RGB")
     if array.shape[2] == 4:
         return _to_rgb(Image.fromarray(array, mode="RGBA"))
     return Image.fromarray(array, mode="RGB")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale 16/32-bit integers (when they use more than 8 bits) and 0..1 floats to 0..255, then round and clip.
+
+    Done in slices of ``CONVERT_ROWS`` rows: a whole 64 MP 16-bit image in float64 took 1.8 GB, beyond a
+    public app's 2.7 GB with the model loaded; a slice at a time adds a few MB to the 8-bit result.
+    """
+    peak = float(array.max()) if array.size else 0.0
+    scale = 1.0
+    if array.dtype.kind == "f" and peak <= 1.0:
+        scale = 255.0  # floats in 0..1
+    elif array.dtype.kind in "ui" and array.dtype.itemsize >= 2 and peak > 255:
+        scale = 255.0 / np.iinfo(array.dtype).max
+    out = np.empty(array.shape, dtype=np.uint8)
+    for start in range(0, array.shape[0], CONVERT_ROWS):
+        values = array[start : start + CONVERT_ROWS].astype(np.float64) * scale
+        out[start : start + CONVERT_ROWS] = np.clip(np.rint(values), 0, 255)
+    return out

@@ -9,10 +9,13 @@ import yaml
 
 from carclf import augment
 from carclf.augment_registry import TRANSFORMS
-from carclf.images import load_rgb_array
+from carclf.images import load_preview
 from carclf.ui.navigation import page_frame
-from carclf.ui import access, aug_widgets, loaders, settings, widgets
+from carclf.ui import access, aug_widgets, loaders, photo_upload, settings, widgets, work_slot
 
+# Longer side the photo is shrunk to before augmenting: training shrinks every photo to about 1.3x the model
+# input before its transforms anyway, and a full-size 50 MP upload cost ~200 MB per copy.
+PHOTO_SIDE = 1024
 # Side of the augmented previews (the pipeline's final resize), px.
 PREVIEW_SIZE = 224
 # Width of one draw's tile: four to a row beside the transform settings on a laptop, two on a phone.
@@ -28,9 +31,9 @@ def photo_ui() -> np.ndarray:
     samples = {p.name: p for p in loaders.list_samples()}
     cols = st.columns(2)
     sample = cols[0].selectbox("Sample photo", list(samples), key="aug_sample")
-    upload = cols[1].file_uploader("…or your own photo", key="aug_upload")
-    with widgets.user_errors():
-        return load_rgb_array(upload if upload is not None else samples[sample])
+    uploads = photo_upload.photo_uploader("…or your own photo", key="aug_upload", container=cols[1])
+    with widgets.user_errors(), work_slot.work_slot():  # a 50 MP upload decodes like a model call: one at a time
+        return np.asarray(load_preview(uploads[0] if uploads else samples[sample], PHOTO_SIDE))
 
 
 def start_config_ui() -> tuple[str, augment.AugConfig]:

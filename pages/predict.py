@@ -9,17 +9,20 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from carclf.images import load_image
+from carclf.images import load_preview
 from carclf.ui.navigation import page_frame
-from carclf.ui import charts, loaders, sidebar, widgets, work_slot
+from carclf.ui import charts, loaders, photo_upload, sidebar, widgets, work_slot
 
 # How many classes the bar chart shows.
 DEFAULT_TOP_K = 5
 # Photos per predict_batch call in the many-photos table: the progress bar moves after each chunk.
 BATCH_CHUNK = 8
+# Longer side of the photo as the page shows it and draws Grad-CAM over it, px (a phone photo is 4000).
+PREVIEW_SIDE = 1280
 # Size of the per-view thumbnails, px.
 VIEW_THUMB_PX = 160
 # Width of one view's tile in the TTA grid (up to six to a row on a laptop, two on a phone).
@@ -64,11 +67,8 @@ def photos_ui() -> list[Photo]:
     """Uploaded files first; else the camera shot; else the chosen sample."""
     upload_tab, camera_tab, sample_tab = st.tabs(["Upload", "Camera", "Samples"])
     with upload_tab:
-        uploads = st.file_uploader(
-            "Car photos (one for details, several for a table)",
-            accept_multiple_files=True,
-            key="predict_upload",
-        )
+        uploads = photo_upload.photo_uploader("Car photos (one for details, several for a table)",
+                                              key="predict_upload", multiple=True)
     with camera_tab:
         shot = None
         if st.toggle("Use the camera", key="predict_camera_on"):
@@ -121,8 +121,10 @@ def views_ui(photo: Photo, result) -> None:
 
 def single_ui(predictor, photo: Photo, options: Options) -> None:
     with widgets.user_errors():
-        image = load_image(photo.stream())
-        result = predictor.predict(image, tta=options.tta, top_k=options.top_k)
+        # the model reads the file as the CLI does; the page shows and explains a small copy
+        result = predictor.predict(photo.stream(), tta=options.tta, top_k=options.top_k)
+        with work_slot.work_slot():  # decoding a 50 MP upload costs memory like a model call: one at a time
+            image = load_preview(photo.stream(), PREVIEW_SIDE)
     left, right = st.columns([1, 1])
     left.image(image, caption=photo.name, width="stretch")
     with right:
@@ -132,12 +134,12 @@ def single_ui(predictor, photo: Photo, options: Options) -> None:
         st.info(result.notice, icon=":material/info:")
     if len(result.views) > 1:
         st.subheader(f"{len(result.views)} TTA views")
-        with widgets.user_errors(stop=False):
+        with widgets.user_errors(stop=False), work_slot.work_slot():
             views_ui(photo, result)
     if options.explain:
         st.subheader("Grad-CAM: where the model looked")
         with widgets.user_errors(stop=False), st.spinner("Computing Grad-CAM…"):
-            _, overlay = predictor.explain(image)
+            _, overlay = predictor.explain(image, class_index=int(np.argmax(result.probabilities)))
             cols = st.columns(2)
             cols[0].image(image, caption="photo", width="stretch")
             cols[1].image(overlay, caption=f"Grad-CAM for {result.label}", width="stretch")

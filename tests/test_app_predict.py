@@ -139,6 +139,23 @@ def test_a_row_of_the_table_opens_that_photo_in_detail(app_env, shared_data):
     assert at.selectbox(key="predict_detail").value is None and not at.error
 
 
+def test_photo_uploads_are_limited_in_size_and_number(app_env, shared_data):
+    from carclf.ui.photo_upload import MAX_PHOTO_MB, MAX_PHOTOS
+
+    at = open_page("predict.py")
+    uploader = at.get("file_uploader")[0].proto
+    assert uploader.max_upload_size_mb == MAX_PHOTO_MB  # the browser refuses larger files...
+    assert {".jpg", ".png", ".webp"} <= set(uploader.type) and ".zip" not in uploader.type
+    huge = ("huge.jpg", b"\xff\xd8" + b"\0" * (MAX_PHOTO_MB * 1_000_000), "image/jpeg")
+    _upload(at, [huge, ("3076.jpg", (shared_data / CAR).read_bytes(), "image/jpeg")])
+    assert any(e.startswith("huge.jpg") and f"{MAX_PHOTO_MB} MB" in e for e in texts(at.error))  # ...and so does the server
+    assert at.success  # the other photo is answered, in detail: it is the only one left
+    many = [(f"{i}.jpg", b"not a photo", "image/jpeg") for i in range(MAX_PHOTOS + 3)]
+    _upload(at, many)
+    assert any(f"the first {MAX_PHOTOS}" in w for w in texts(at.warning))
+    assert len(at.dataframe[0].value) == MAX_PHOTOS
+
+
 @pytest.mark.parametrize("sample", ["car_red_sports", "noncar_cat"])
 def test_sample_gallery(app_env, sample):
     at = open_page("predict.py")

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from carclf.errors import ImageError
-from carclf.images import MAX_ASPECT_RATIO, MAX_PIXELS, is_image_file, load_image, load_rgb_array, probe_image
+from carclf.images import (CONVERT_ROWS, MAX_ASPECT_RATIO, MAX_PIXELS, is_image_file, load_image, load_preview,
+                           load_rgb_array, probe_image)
 
 EDGE = "edge_cases"
 VARIANTS = "edge_cases/derived_format_variants_of_sf_images"
@@ -130,6 +131,41 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
     assert loaded.min() == 0 and loaded.max() == 255
     assert len(np.unique(loaded)) > 200  # clipping would leave almost everything at 255
     assert np.all(np.diff(loaded[0]) >= 0)
+
+
+def test_tall_16_bit_image_is_scaled_the_same_in_every_slice(tmp_path: Path) -> None:
+    rows = CONVERT_ROWS * 2 + 37  # converted a slice of rows at a time: every slice, and a short last one
+    deep = np.tile(np.linspace(0, 65535, rows).astype(np.uint16)[:, None], (1, 64))
+    path = tmp_path / "tall.png"
+    Image.fromarray(deep).save(path)
+    loaded = np.asarray(load_image(path))[..., 0].astype(int)
+    expected = np.clip(np.rint(deep * (255 / 65535)), 0, 255).astype(int)
+    assert np.array_equal(loaded, expected)
+
+
+@pytest.mark.parametrize("pillow_format", ["ICNS", "PCX", "TGA", "PPM", "SGI", "ICO", "EPS"])
+def test_formats_that_are_not_photos_are_refused_before_decoding(pillow_format, tmp_path: Path) -> None:
+    data = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(data, pillow_format)  # Pillow reads them all back
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data.getvalue())
+    for source in (path, data.getvalue()):
+        with pytest.raises(ImageError, match="not a photo format carclf reads"):
+            load_image(source)
+    with pytest.raises(ImageError, match="not a photo format"):
+        probe_image(path)
+
+
+def test_preview_is_the_photo_shrunk_to_its_longer_side(shared_data) -> None:
+    photo = shared_data / ORIGINALS / "0" / "3076.jpg"
+    full = load_image(photo)
+    preview = load_preview(photo, 200)
+    assert max(preview.size) == 200 and preview.mode == "RGB"
+    assert abs(preview.size[0] / preview.size[1] - full.size[0] / full.size[1]) < 0.02
+    small = load_preview(photo, 5000)  # never enlarged
+    assert small.size == full.size
+    with pytest.raises(ImageError, match="not an image"):
+        load_preview(b"not a photo", 200)
 
 
 def test_transparent_pixels_are_composited_on_white(tmp_path: Path) -> None:
