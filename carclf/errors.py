@@ -5,6 +5,8 @@ line; so they do an ``OSError`` (``describe_os_error``): the system refusing a p
 no permission, disk full) is not a bug either. Anything else is a bug and may show a traceback.
 """
 
+from typing import Callable
+
 # Longest path quoted whole in a message; a longer one (a pasted paragraph) is cut.
 MAX_QUOTED_PATH = 120
 
@@ -49,12 +51,15 @@ class QuotaError(CarclfError):
     """The workspace folder would grow past its disk quota."""
 
 
-def describe_os_error(error: OSError) -> str:
-    """One line for an ``OSError``: the system's reason and the path it refused, cut short when long."""
+def describe_os_error(error: OSError, show_path: Callable[[str], str] = str) -> str:
+    """One line for an ``OSError``: the system's reason and the path it refused, cut short when long.
+
+    ``show_path`` rewrites the path first (the public app cuts its server folders out of it: after the
+    cut they would no longer be recognised)."""
     reason = error.strerror or str(error)
     if error.filename is None:
         return reason
-    name = str(error.filename)
+    name = show_path(str(error.filename))
     if len(name) > MAX_QUOTED_PATH:
         name = f"{name[:MAX_QUOTED_PATH // 2]}... ({len(name)} characters)"
     return f"{reason}: {name}"

@@ -26,11 +26,20 @@ def app_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CARCLF_RUNS_DIR", str(folders["runs"]))
     monkeypatch.setenv("CARCLF_AUGMENT_DIR", str(folders["augment"]))
     monkeypatch.delenv("CARCLF_DATA_DIR", raising=False)
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    _fresh_server_state()
     yield folders
+    _fresh_server_state()
+
+
+def _fresh_server_state() -> None:
+    """What a restarted server starts with: empty caches, no login failures, CARCLF_MODEL_URL not yet handled
+    (the last two live in module globals, out of reach of a visitor's 'clear cache')."""
+    from carclf.ui import access, bundle_io
+
     st.cache_resource.clear()
     st.cache_data.clear()
+    access._global_throttle().succeed()
+    bundle_io._env_model_state().update(done=False, path=None, error=None)
 
 
 def open_page(script: str, model: str | None = None) -> AppTest:

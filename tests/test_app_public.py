@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import APP, RUN_TIMEOUT_S, app_env, open_page, texts  # noqa: F401  (app_env is a fixture)
@@ -127,6 +128,40 @@ def test_throttle_doubles_the_wait_and_resets_on_success():
     assert throttle.wait_s(now=99.5) == 1 and throttle.wait_s(now=100.0) == 0
     throttle.succeed()
     assert throttle.wait_s(now=0.0) == 0 and throttle.fail(now=0.0) == 0
+
+
+@pytest.mark.parametrize("mode", ["public", "local"])
+def test_a_visitors_clear_cache_message_clears_nothing_in_public_mode(app_env, monkeypatch, mode):
+    """Streamlit runs AppSession._handle_clear_cache_request for a "clear_cache" message from any browser."""
+    from types import SimpleNamespace
+
+    from streamlit.runtime.app_session import AppSession
+
+    monkeypatch.setenv("CARCLF_MODE", mode)
+    open_page("predict.py")  # the page frame installs the guard
+    loads = []
+
+    @st.cache_resource
+    def model():
+        loads.append(1)
+        return object()
+
+    model()
+    forgotten = []
+    session = SimpleNamespace(_session_state=SimpleNamespace(clear=lambda: forgotten.append(1)))
+    AppSession._handle_clear_cache_request(session)
+    model()
+    assert len(loads) == (1 if mode == "public" else 2) and len(forgotten) == (0 if mode == "public" else 1)
+
+
+def test_login_failures_survive_a_cache_clear(public_env):
+    at = open_page("predict.py")
+    for _ in range(access.GLOBAL_FREE_FAILURES + 1):
+        access._global_throttle().fail()
+    st.cache_resource.clear()  # what a forged "clear_cache" did before the guard: the count must not reset
+    login(at, PASSWORD)
+    assert any("Too many wrong passwords" in text for text in texts(at.error))
+    assert access.OWNER_KEY not in at.session_state
 
 
 def test_without_a_password_management_is_off_with_one_line(public_env, monkeypatch):
@@ -318,6 +353,20 @@ def test_settings_parse_sizes_fail_closed_and_hide_server_paths(monkeypatch, tmp
     assert settings.is_public() and settings.hide_paths(line) == "cannot read brands-1/log.txt"
     monkeypatch.setenv("CARCLF_MODE", "pubilc")  # a typo must not open the server
     assert settings.is_public() and "pubilc" in settings.mode_warning()
+
+
+def test_a_long_server_path_in_a_system_error_is_hidden_before_it_is_cut(monkeypatch, tmp_path):
+    from carclf.errors import MAX_QUOTED_PATH, describe_os_error
+    from carclf.ui import settings
+
+    runs = tmp_path / ("deep-" * 30) / "runs"  # the server's own folder, longer than a quoted path may be
+    monkeypatch.setenv("CARCLF_RUNS_DIR", str(runs))
+    monkeypatch.setenv("CARCLF_MODE", "public")
+    missing = runs / "brands-1" / "history.csv"
+    assert len(str(missing)) > MAX_QUOTED_PATH
+    error = FileNotFoundError(2, "No such file or directory", str(missing))
+    assert describe_os_error(error, settings.hide_paths) == "No such file or directory: brands-1/history.csv"
+    assert str(missing)[:40] in settings.hide_paths(describe_os_error(error))  # cut first: the folder went unrecognised
 
 
 def test_a_full_workspace_refuses_an_upload_with_a_clear_line(public_env, shared_data, monkeypatch):

@@ -4,6 +4,11 @@ In local mode everyone is the owner (it is their workstation). In public mode, l
 resuming and deleting runs, deleting datasets and uploading or deleting bundles need the owner password
 (`CARCLF_OWNER_PASSWORD` in st.secrets, or the environment). The password is compared in constant time and
 wrong guesses are throttled per session and across the whole server (a new tab must not reset the count).
+
+The server-wide count is a lock-out as well as a brake: someone who keeps guessing wrong keeps the login
+locked for everyone, the owner too (up to GLOBAL_MAX_WAIT_S at a time). That is the price of not letting
+them guess faster; Streamlit tells the app nothing reliable about who a visitor is (behind Community Cloud's
+proxy every visitor may share one address). Restarting the app (Cloud: *Reboot app*) clears the count.
 """
 
 from __future__ import annotations
@@ -67,10 +72,33 @@ class Throttle:
             self.locked_until = 0.0
 
 
-@st.cache_resource
+# One throttle per server process, shared by every session. A module global, not st.cache_resource: any
+# visitor can make Streamlit clear its caches (a "clear_cache" websocket message), which reset the count.
+_GLOBAL_THROTTLE = Throttle(GLOBAL_FREE_FAILURES, GLOBAL_FIRST_WAIT_S, GLOBAL_MAX_WAIT_S)
+
+
 def _global_throttle() -> Throttle:
-    """One throttle per server process, shared by every session."""
-    return Throttle(GLOBAL_FREE_FAILURES, GLOBAL_FIRST_WAIT_S, GLOBAL_MAX_WAIT_S)
+    return _GLOBAL_THROTTLE
+
+
+def refuse_visitor_cache_clears() -> None:
+    """In public mode, ignore the "clear cache" message a browser can send (Streamlit's menu item, hidden
+    from visitors by ``toolbarMode = "viewer"`` but still accepted from any websocket client). It clears every
+    st.cache_resource and st.cache_data of the server for everyone: a visitor could make the server reload
+    its models over and over. Streamlit has no setting for this, so its handler is wrapped (once per process).
+    """
+    from streamlit.runtime.app_session import AppSession
+
+    handler = getattr(AppSession, "_handle_clear_cache_request", None)
+    if handler is None or getattr(handler, "carclf_guarded", False):
+        return
+
+    def guarded(session) -> None:
+        if not settings.is_public():
+            handler(session)
+
+    guarded.carclf_guarded = True
+    AppSession._handle_clear_cache_request = guarded
 
 
 def _session_throttle() -> Throttle:

@@ -123,10 +123,13 @@ def model_files_ui(path: str | None) -> None:
     upload_bundle_ui()
 
 
-@st.cache_resource(show_spinner=False)
+# Per server process: whether CARCLF_MODEL_URL was handled, and how it went. A module global, not
+# st.cache_resource, which any visitor can clear (and so make the server download the model again).
+_ENV_MODEL_STATE = {"lock": threading.Lock(), "done": False, "path": None, "error": None}
+
+
 def _env_model_state() -> dict:
-    """Per server process: whether CARCLF_MODEL_URL was handled, and how it went."""
-    return {"lock": threading.Lock(), "done": False, "path": None, "error": None}
+    return _ENV_MODEL_STATE
 
 
 def _model_env() -> dict[str, str]:

@@ -50,6 +50,7 @@ def navigation():
 def page_frame() -> None:
     """Call first in every page script: page config and the sidebar (model picker, hardware)."""
     leave_legacy_pages_mode()
+    access.refuse_visitor_cache_clears()
     st.set_page_config(page_title="carclf", page_icon=":material/directions_car:", layout="wide")
     diagnostics.require_supported_python()  # before anything can import TensorFlow
     st.sidebar.title("carclf")

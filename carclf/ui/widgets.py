@@ -30,7 +30,7 @@ def user_errors(stop: bool = True) -> Iterator[None]:
     try:
         yield
     except (CarclfError, OSError) as error:
-        message = describe_os_error(error) if isinstance(error, OSError) else str(error)
+        message = describe_os_error(error, settings.hide_paths) if isinstance(error, OSError) else str(error)
         st.error(settings.hide_paths(message), icon=":material/error:")
         if stop:
             st.stop()
