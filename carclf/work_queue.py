@@ -249,6 +249,20 @@ class QueuedPredictor:
         return results
 
 
+class QueuedEmbedder:
+    """A feature model (``predict_on_batch``, as ``carclf.embedding_cache.embed_files`` calls it) holding one
+    slot per batch: a health check of thousands of photos lets other visitors' predictions in between its
+    batches instead of making them wait for the whole check."""
+
+    def __init__(self, embedder, queue: Optional[WorkQueue] = None, heavy_slot: Optional[SlotFactory] = None):
+        self.embedder = embedder
+        self._heavy_slot = heavy_slot or (queue or shared_queue()).slot
+
+    def predict_on_batch(self, batch):
+        with self._heavy_slot():
+            return self.embedder.predict_on_batch(batch)
+
+
 def _configured_max_concurrent() -> int:
     text = os.environ.get(MAX_CONCURRENT_ENV, "").strip()
     if not text:
@@ -278,6 +292,6 @@ def shared_queue() -> WorkQueue:
 
 
 __all__ = [
-    "WorkQueue", "QueuedPredictor", "shared_queue", "tune_malloc",
+    "WorkQueue", "QueuedPredictor", "QueuedEmbedder", "shared_queue", "tune_malloc",
     "PHOTOS_PER_SLOT", "DEFAULT_MAX_CONCURRENT", "DEFAULT_TIMEOUT_S", "MAX_CONCURRENT_ENV",
 ]

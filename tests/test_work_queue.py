@@ -8,7 +8,7 @@ import time
 import pytest
 
 from carclf.errors import BusyError, CarclfError
-from carclf.work_queue import QueuedPredictor, WorkQueue
+from carclf.work_queue import QueuedEmbedder, QueuedPredictor, WorkQueue
 
 # Seconds a test waits for a thread to reach a state before failing (generous: the CPU is shared).
 WAIT_S = 20
@@ -225,3 +225,17 @@ def test_an_evaluation_through_the_line_takes_a_slot_per_chunk_and_scores_the_sa
     assert report.n_images == plain.n_images == 9 and report.accuracy == plain.accuracy == 1.0
     assert queue.served == 3  # three batches of 4, 4, 1 photos (or three TTA chunks), one slot each
     assert progress[-1] == (9, 9)
+
+
+def test_a_health_checks_feature_model_takes_a_slot_per_batch_and_computes_the_same(shared_data):
+    import numpy as np
+
+    from carclf.embedding_cache import LazyEmbedder, embed_files
+
+    photos = sorted((shared_data / "cars/manzhura_ru_5models/qashqai").iterdir())[:5]
+    embedder = LazyEmbedder()
+    queue = WorkQueue(max_concurrent=1)
+    queued = embed_files(photos, embedder=QueuedEmbedder(embedder, queue=queue), batch_size=2)
+    plain = embed_files(photos, embedder=embedder, batch_size=2)
+    assert queue.served == 3  # batches of 2, 2, 1 photos: other visitors get in between them
+    assert np.allclose(queued.features, plain.features) and np.allclose(queued.car_scores, plain.car_scores)

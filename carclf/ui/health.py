@@ -93,9 +93,10 @@ def against_ui(folder: Path) -> Path | None:
 
 
 def check_ui(folder: Path, against: Path | None) -> None:
-    """Run the doctor with a progress bar (waiting its turn for the model) and keep the report."""
+    """Run the doctor with a progress bar (its model calls waiting their turn) and keep the report."""
     from carclf.doctor import diagnose
     from carclf.doctor_map import map_points
+    from carclf.work_queue import QueuedEmbedder
 
     bar = st.progress(0.0, text="Checking the dataset…")
     shown = {"percent": -1, "stage": ""}
@@ -107,9 +108,12 @@ def check_ui(folder: Path, against: Path | None) -> None:
             counted = f": {done} / {total}" if total > 1 else ""
             bar.progress(percent / 100, text=f"Health check, {stage}{counted}")
 
+    waiting = st.empty()
+    # the feature model waits its turn batch by batch: a long first check does not hold up other visitors
+    embedder = QueuedEmbedder(_embedder(), heavy_slot=lambda: work_slot.slot_in(waiting))
     try:
-        with widgets.user_errors(stop=False), work_slot.work_slot():
-            report = diagnose(folder, against=against, progress=progress, embedder=_embedder())
+        with widgets.user_errors(stop=False):
+            report = diagnose(folder, against=against, progress=progress, embedder=embedder)
             bar.progress(1.0, text="Drawing the map…")
             points = map_points(report)  # a PCA: seconds for 1,000 photos on 2 cores, so once per check
             reports = st.session_state.setdefault(REPORTS_KEY, {})

@@ -36,7 +36,14 @@ def work_slot() -> Iterator[None]:
     error. The placeholder is rewritten on every poll, so a visitor who leaves or reruns the page (Streamlit
     then raises in the next ``st`` call) leaves the line at once.
     """
-    placeholder = st.empty()
+    with slot_in(st.empty()):
+        yield
+
+
+@contextlib.contextmanager
+def slot_in(placeholder) -> Iterator[None]:
+    """``work_slot`` showing the waiting message in an existing ``placeholder`` (for work that takes a slot
+    many times over, batch after batch, without adding an element to the page each time)."""
 
     def on_wait(position: int, ahead: int) -> None:
         del position
