@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from carclf.errors import ArchiveError
 
 # Hidden temporary folders live beside the destination and start with this prefix.
 TEMP_PREFIX = ".tmp-unpack-"
+# A temporary unpack folder older than this was left by a process killed mid-unpack (no unpack takes an
+# hour): the next unpack into the same folder removes it, so it stops counting against the disk quota.
+STALE_TEMP_S = 3600
 # Bytes copied per read while extracting.
 CHUNK_BYTES = 1 << 20
 
@@ -151,6 +155,7 @@ def unpack_to_temp(
     """Unpack into a new hidden folder inside ``parent``; on failure nothing is left and the error is raised."""
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(parent)
     with open_zip(source) as archive:
         infos = safe_members(archive, limits)
         chosen = [info for info in infos if not info.is_dir() and (keep is None or keep(info))]
@@ -163,6 +168,21 @@ def unpack_to_temp(
             shutil.rmtree(temp, ignore_errors=True)
             raise
     return Unpacked(temp, chosen)
+
+
+def remove_stale_temps(parent: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Remove the temporary unpack folders in ``parent`` older than ``older_than_s``; returns them."""
+    now = time.time()
+    removed = []
+    for child in parent.glob(TEMP_PREFIX + "*"):
+        try:
+            stale = child.is_dir() and not child.is_symlink() and now - child.stat().st_mtime > older_than_s
+        except OSError:
+            continue  # removed meanwhile by another unpack
+        if stale:
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    return removed
 
 
 def _extract_members(archive, chosen, temp: Path, limits: ArchiveLimits, progress, quota) -> None:

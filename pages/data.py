@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from carclf.ui.navigation import page_frame
-from carclf.ui import charts, dataset_picker, health, loaders, widgets
+from carclf.ui import access, charts, dataset_picker, health, loaders, widgets
 
 # Photos shown per class in the sample grid.
 SAMPLES_PER_CLASS = 5
@@ -52,7 +52,8 @@ def data_page() -> None:
              "(`train.csv` + `train/`).")
     folder = dataset_picker.dataset_picker_ui("data_folder", folder_label="Dataset folder")
     dataset_picker.delete_dataset_ui(folder, key="data")
-    if st.button("Rescan", key="data_rescan", icon=":material/refresh:"):
+    # in public mode only the owner adds photos, and a rescan forgets every visitor's scans
+    if access.can_manage() and st.button("Rescan", key="data_rescan", icon=":material/refresh:"):
         loaders.clear_scans()
     if folder is None:
         return

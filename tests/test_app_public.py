@@ -85,6 +85,7 @@ def test_visitor_sees_no_server_path_box_and_no_launch_button(public_env, tmp_pa
     assert any("Only the app's owner can upload datasets" in c.value for c in at.caption)  # ...and it says so
     assert str(tmp_path) not in page_text(at)  # no server path anywhere (runs folder, models folder...)
     assert "Launch training" not in [b.label for b in at.button]
+    assert "Rescan" not in [b.label for b in at.button]  # it would forget every visitor's scans
     if script == "train.py":
         assert any("log in as the owner" in text for text in texts(at.info))
 
@@ -367,6 +368,10 @@ def test_a_long_server_path_in_a_system_error_is_hidden_before_it_is_cut(monkeyp
     error = FileNotFoundError(2, "No such file or directory", str(missing))
     assert describe_os_error(error, settings.hide_paths) == "No such file or directory: brands-1/history.csv"
     assert str(missing)[:40] in settings.hide_paths(describe_os_error(error))  # cut first: the folder went unrecognised
+    import sys
+
+    traceback_line = f'File "{sys.prefix}/lib/python3.11/site-packages/keras/src/ops/core.py", line 9'
+    assert sys.prefix not in settings.hide_paths(traceback_line)  # a crashed run's log shows no install paths
 
 
 def test_a_full_workspace_refuses_an_upload_with_a_clear_line(public_env, shared_data, monkeypatch):

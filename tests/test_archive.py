@@ -89,6 +89,26 @@ def test_good_archive_unpacks_byte_for_byte_with_progress(shared_data: Path, tmp
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_killed_unpacks_leftover_is_removed_by_the_next_unpack(shared_data: Path, tmp_path: Path) -> None:
+    import os
+    import time
+
+    from carclf.archive import STALE_TEMP_S, TEMP_PREFIX
+
+    source = folder_zip(shared_data, tmp_path / "brands.zip", top="brands")
+    parent = tmp_path / "datasets"
+    left, fresh = parent / f"{TEMP_PREFIX}killed", parent / f"{TEMP_PREFIX}running"
+    for folder in (left, fresh):
+        (folder / "brands").mkdir(parents=True)
+        (folder / "brands" / "half.jpg").write_bytes(b"\xff\xd8" * 1000)
+    hour_ago = time.time() - STALE_TEMP_S - 60
+    os.utime(left, (hour_ago, hour_ago))
+    extract_safely(source, parent / "brands")
+    assert not left.exists()  # left by a process killed an hour ago: it no longer eats the quota
+    assert fresh.exists()  # another visitor's unpack may be writing into this one right now
+    assert (parent / "brands" / "brands").is_dir()
+
+
 def test_file_like_source_and_keep_predicate(shared_data: Path, tmp_path: Path) -> None:
     data = folder_zip(shared_data, tmp_path / "brands.zip", extra={"notes.txt": b"hello"}).read_bytes()
     written = extract_safely(io.BytesIO(data), tmp_path / "out", keep=lambda info: info.filename.endswith(".jpg"))

@@ -4,6 +4,7 @@ point the app at temporary or mounted folders without editing code."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import carclf
@@ -182,8 +183,10 @@ def hide_paths(text: str) -> str:
     learn the server's layout from a log line or an error); unchanged in local mode."""
     if not is_public() or not text:
         return text
-    folders = [datasets_dir(), models_dir(), runs_dir(), augment_dir(), Path.cwd()]
-    forms = {str(form) for folder in folders for form in (folder.absolute(), folder.resolve())}
+    # Python's own folders too: a crashed run's traceback in its log names every package file it went through
+    folders = [datasets_dir(), models_dir(), runs_dir(), augment_dir(), Path.cwd(), Path(sys.prefix),
+               Path(sys.base_prefix)]
+    forms = {str(form) for folder in folders for form in (folder.absolute(), folder.resolve())} - {os.sep}
     for form in sorted(forms, key=len, reverse=True):  # the longest first: a folder inside the working dir
         text = text.replace(form + os.sep, "").replace(form, ".")
     return text
