@@ -98,8 +98,9 @@ def dataset_picker_ui(key: str, folder_label: str = "Dataset folder on this mach
     if choice_key not in st.session_state and st.session_state.get(LAST_DATASET_KEY) in entries:
         st.session_state[choice_key] = st.session_state[LAST_DATASET_KEY]  # first visit: another page's choice
     names = list(entries)
+    empty = "No dataset yet: upload a .zip" if access.can_manage() else "No dataset yet"
     chosen = st.selectbox("Dataset", names, index=None, key=choice_key, format_func=lambda n: _label(entries[n]),
-                          placeholder="Choose a dataset" if names else "No dataset yet: upload a .zip",
+                          placeholder="Choose a dataset" if names else empty,
                           help="Datasets imported from uploaded archives into the app's workspace.")
     st.session_state[LAST_DATASET_KEY] = chosen
     folder = None

@@ -18,9 +18,15 @@ MAX_CACHED_MODELS = 2
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=MAX_CACHED_MODELS)
 def _load_predictor(path: str | None, stamp: float):
-    """``stamp`` is the bundle folder's mtime, so a re-trained bundle under the same name is reloaded."""
+    """``stamp`` is the bundle folder's mtime, so a re-trained bundle under the same name is reloaded.
+
+    Loading takes a slot of the model line like a prediction: visitors switching between several bundles
+    load them one at a time, not all at once (each load peaks at several hundred MB)."""
+    from carclf.work_queue import shared_queue
+
     del stamp
-    return carclf.load_model(path)
+    with shared_queue().slot():
+        return carclf.load_model(path)
 
 
 def load_predictor(path: str | None):
