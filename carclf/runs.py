@@ -50,6 +50,8 @@ LOCK_FILE = "trainer.lock"
 LOCK_RELEASE_WAIT_S = 10.0
 # Training processes this process launched, by pid: polled (reaped) so finished ones leave no zombie behind.
 _CHILDREN: dict[int, subprocess.Popen] = {}
+# Run folders (resolved) whose trainer lock this process holds (trainer_lock is re-entrant).
+_HELD_LOCKS: set[str] = set()
 # Run ids are folder names: a slug and a timestamp, nothing that could climb out of runs/.
 _RUN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,80}$")
 # status.json key of a run imported from an archive (carclf.run_archive): read-only, never resumed or stopped.
@@ -220,7 +222,14 @@ def trainer_lock(paths: RunPaths):
     """Hold the run folder's trainer lock for the block; ``RunError`` when another live process holds it.
 
     ``flock`` is released by the kernel when its holder exits, so a crashed run's lock never blocks a resume.
+    Re-entrant within a process (``train()`` takes it too, for callers of the Python API): a running run's
+    process is always its lock's holder, which is how ``_effective_status`` tells it from an unrelated
+    process that got the same pid.
     """
+    key = str(paths.root.resolve())
+    if key in _HELD_LOCKS:
+        yield
+        return
     handle = open(paths.root / LOCK_FILE, "a+")
     try:
         try:
@@ -232,7 +241,11 @@ def trainer_lock(paths: RunPaths):
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        yield
+        _HELD_LOCKS.add(key)
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.discard(key)
     finally:
         handle.close()  # closing the file releases the lock
 
@@ -335,7 +348,10 @@ def stop_run(run_id: str, runs_dir=RUNS_DIR, timeout: float = 0.0) -> dict:
         raise RunError(f"run {run_id} is {status.get('state')}, not running: nothing to stop.")
     pid = int(status["pid"])
     try:
-        os.killpg(pid, signal.SIGTERM)  # the run leads its own session: its workers get the signal too
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGTERM)  # a launched run leads its own session: its workers get it too
+        else:  # a foreground `train` in someone's shell or script: its group is theirs (a `| tee`, the shell)
+            os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     except PermissionError as error:
@@ -394,14 +410,32 @@ def _existing(run_id: str, runs_dir) -> RunPaths:
 
 
 def _effective_status(paths: RunPaths) -> dict:
-    """status.json as stored, except a queued/running run with a dead process is reported as interrupted."""
+    """status.json as stored, except a queued/running run whose process is gone is reported as interrupted.
+
+    "Its process" is checked, not just "a process with that pid": after a restart the pid may belong to
+    anything, and a copied run folder carries the original's pid. A running trainer holds the folder's lock;
+    a queued one (still importing TensorFlow) was started with this folder on its command line.
+    """
     reap_children()
     status = read_json_object(paths.status)
     status.setdefault("state", FAILED if not status else QUEUED)
-    if status["state"] in ACTIVE_STATES and not _pid_alive(status.get("pid")):
+    if status["state"] in ACTIVE_STATES and not _is_trainer_of(paths, status):
         status["state"] = INTERRUPTED
         status["error"] = status.get("error") or "the training process ended without saying why (killed?); resume it."
     return status
+
+
+def _is_trainer_of(paths: RunPaths, status: dict) -> bool:
+    pid = status.get("pid")
+    if not _pid_alive(pid):
+        return False
+    if status["state"] == RUNNING:
+        return lock_holder(paths, dying_wait_s=0) == pid
+    try:  # queued
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc to ask: the pid alone
+    return os.fsencode(str(paths.root.resolve())) in command
 
 
 def _pid_alive(pid) -> bool:

@@ -427,8 +427,14 @@ def train(config: TrainConfig, run_dir, verbose: Optional[int] = None) -> dict:
     if not paths.config.is_file():
         config.save(paths.config)
     flag = SignalFlag().install()
-    runs.update_status(paths, state=runs.RUNNING, pid=os.getpid(), run_id=paths.run_id, name=config.name,
-                       started_at=now_iso(), heartbeat_at=now_iso(), finished_at=None, error=None)
+    with runs.trainer_lock(paths):  # held already when the CLI trains; taken here for the Python API
+        runs.update_status(paths, state=runs.RUNNING, pid=os.getpid(), run_id=paths.run_id, name=config.name,
+                           started_at=now_iso(), heartbeat_at=now_iso(), finished_at=None, error=None)
+        return _train_and_record(config, paths, flag, verbose)
+
+
+def _train_and_record(config, paths: RunPaths, flag, verbose) -> dict:
+    """``_train`` with its outcome written to status.json (stopped, failed or finished)."""
     try:
         bundle, metrics = _train(config, paths, flag, _verbosity(verbose))
     except StopRequested as stop:

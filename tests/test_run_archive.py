@@ -110,8 +110,9 @@ def test_pack_never_replaces_an_existing_file_unasked(real_run, tmp_path, capsys
 
 def test_a_running_run_is_not_packed(real_run, tmp_path, capsys):
     paths = runs.create_run(load_config(real_run.config), tmp_path / "runs")
-    runs.update_status(paths, state=runs.RUNNING, pid=os.getpid())  # this very process: alive
-    assert main(["runs", "pack", str(paths.root), str(tmp_path / "x.zip")]) == 2
+    runs.update_status(paths, state=runs.RUNNING, pid=os.getpid())  # this very process, training it:
+    with runs.trainer_lock(paths):
+        assert main(["runs", "pack", str(paths.root), str(tmp_path / "x.zip")]) == 2
     assert "stop it or wait" in capsys.readouterr().err
     assert not (tmp_path / "x.zip").exists()
 

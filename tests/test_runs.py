@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,11 +84,38 @@ def test_running_run_with_dead_process_is_reported_interrupted(tmp_path):
         runs.stop_run(paths.run_id, tmp_path)
     live = runs.create_run(load_config(overrides={"name": "alive"}), tmp_path)
     runs.update_status(live, state=runs.RUNNING, pid=os.getpid())
-    assert runs.read_status(live.run_id, tmp_path)["state"] == runs.RUNNING
-    with pytest.raises(RunError, match="still running"):
-        runs.delete_run(live.run_id, tmp_path)
-    with pytest.raises(RunError, match="only stopped, failed or interrupted"):
-        runs.resume_run(live.run_id, tmp_path)
+    with runs.trainer_lock(live):  # a trainer holds its run's lock
+        assert runs.read_status(live.run_id, tmp_path)["state"] == runs.RUNNING
+        with pytest.raises(RunError, match="still running"):
+            runs.delete_run(live.run_id, tmp_path)
+        with pytest.raises(RunError, match="only stopped, failed or interrupted"):
+            runs.resume_run(live.run_id, tmp_path)
+
+
+def test_a_live_process_that_is_not_the_runs_trainer_is_never_taken_for_it(tmp_path):
+    """After a restart the stored pid may belong to anything; a copied run folder carries the original's."""
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        reused = runs.create_run(load_config(overrides={"name": "reused"}), tmp_path)
+        runs.update_status(reused, state=runs.RUNNING, pid=stranger.pid)
+        queued = runs.create_run(load_config(overrides={"name": "queued"}), tmp_path)
+        runs.update_status(queued, state=runs.QUEUED, pid=stranger.pid)  # not started with this folder
+        for paths in (reused, queued):
+            assert runs.read_status(paths.run_id, tmp_path)["state"] == runs.INTERRUPTED
+            with pytest.raises(RunError, match="not running"):
+                runs.stop_run(paths.run_id, tmp_path)  # the stranger is not signalled
+        runs.delete_run(reused.run_id, tmp_path)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+    original = runs.create_run(load_config(overrides={"name": "original"}), tmp_path)
+    runs.update_status(original, state=runs.RUNNING, pid=os.getpid())
+    copy = runs.RunPaths(tmp_path / "copy-of-original")
+    with runs.trainer_lock(original):
+        shutil.copytree(original.root, copy.root)
+        assert runs.read_status(original.run_id, tmp_path)["state"] == runs.RUNNING
+        assert runs.read_status(copy.run_id, tmp_path)["state"] == runs.INTERRUPTED
 
 
 def test_list_runs_newest_first_and_delete(tmp_path):
