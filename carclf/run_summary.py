@@ -10,6 +10,7 @@ the model people use; the others are explained where they are shown.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Mapping, Optional
 
 # Explains the per-epoch number shown next to the headline (runs table tooltip, CLI).
@@ -75,3 +76,24 @@ def positive_count(value) -> int:
     """A count from a JSON file (status.json, meta.json), 0 when missing or damaged (a string, a list, a
     negative number)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def duration_text(status: Mapping) -> str:
+    """Wall time of a run, '12m 05s': started (else created) -> finished (else its last heartbeat); '' when
+    unknown. A status.json edited by hand or imported may hold anything: a time without its zone is UTC."""
+    start = _moment(status.get("started_at") or status.get("created_at"))
+    end = _moment(status.get("finished_at") or status.get("heartbeat_at"))
+    if start is None or end is None or end < start:
+        return ""
+    seconds = (end - start).total_seconds()
+    return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
+
+
+def _moment(value) -> Optional[datetime]:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -162,12 +162,17 @@ def create_run(config, runs_dir=RUNS_DIR) -> RunPaths:
 
 
 def _with_absolute_paths(config):
-    """The config with its data and models folders absolute: a run may be resumed from another folder."""
+    """The config with its data and models folders, and an augmentation file, absolute: a run is trained in
+    a child process started elsewhere (``launch``) and may be resumed from another folder."""
+    augmentation = config.augmentation
+    if isinstance(augmentation, str) and Path(augmentation).expanduser().is_file():  # else a preset's name
+        augmentation = str(Path(augmentation).expanduser().resolve())
     return dataclasses.replace(
         config,
         data=_absolute_or_empty(config.data),
         val_data=_absolute_or_empty(config.val_data),
         models_dir=str(Path(config.models_dir).expanduser().resolve()),
+        augmentation=augmentation,
     )
 
 
@@ -373,6 +378,9 @@ def resume_run(run_id: str, runs_dir=RUNS_DIR) -> int:
         raise RunError(f"run {run_id} is {state}: only stopped, failed or interrupted runs can be resumed.")
     if not paths.config.is_file():
         raise RunError(f"run {run_id} has no config.yaml: it cannot be resumed; start a new run.")
+    from carclf.config import load_config
+
+    load_config(paths.config)  # a config.yaml edited by hand is refused here, in one line, not in the log
     holder = lock_holder(paths)
     if holder:
         raise RunError(f"run {run_id} is already being trained by pid {holder}: wait for it to finish or stop it first.")

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from carclf import runs
-from carclf.atomic import atomic_output, atomic_write_json
+from carclf.atomic import atomic_output, atomic_write_json, read_json_object
 from carclf.augment import AugSchedule, Augmenter, load_aug_config
 from carclf.bundle import save_bundle
 from carclf.callbacks import (CosineSchedule, EpochBackup, HistoryCSV, SignalFlag, StatusHeartbeat, StopOnSignal,
@@ -416,6 +416,16 @@ def gate_threshold_for(val_items, batch_size: int) -> float:
     return calibrate_threshold(scores)
 
 
+def check_same_classes(paths: RunPaths, classes) -> None:
+    """A resumed run trains the classes it started with: its output layer, checkpoints and history are
+    theirs (a removed class failed deep inside Keras; a renamed one silently inherited another's weights)."""
+    before = read_json_object(paths.status).get("data_summary")
+    started = before.get("classes") if isinstance(before, dict) else None
+    if isinstance(started, list) and [str(c) for c in started] != [str(c) for c in classes]:
+        raise DataError(f"the dataset's classes changed since this run started ({', '.join(map(str, started))} "
+                        f"-> {', '.join(map(str, classes))}): start a new run on it.")
+
+
 def train(config: TrainConfig, run_dir, verbose: Optional[int] = None) -> dict:
     """Train ``config`` in the run folder ``run_dir`` (new or to be resumed); return the final status.
 
@@ -478,6 +488,7 @@ def fit_stages(setup: DeviceSetup, config: TrainConfig, paths: RunPaths, flag: S
     print(f"devices: {setup.describe()}", flush=True)
     keras.utils.set_random_seed(config.seed)
     data = prepare_data(config)
+    check_same_classes(paths, data.info.classes)
     img_size = resolve_img_size(config)
     print(f"data: {len(data.train)} train / {len(data.val)} val photos, {data.num_classes} classes, "
           f"{img_size} px", flush=True)

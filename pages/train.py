@@ -7,7 +7,6 @@ page only polls them (an st.fragment that reruns every few seconds).
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from pathlib import Path
 from typing import get_args, get_type_hints
 
@@ -205,16 +204,6 @@ def form_ui(info) -> None:
                icon=":material/check:")
 
 
-def _duration(status: dict) -> str:
-    """Wall time of a run: started -> finished (or -> last heartbeat while it runs)."""
-    start = status.get("started_at") or status.get("created_at")
-    end = status.get("finished_at") or status.get("heartbeat_at")
-    if not start or not end:
-        return ""
-    seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-    return f"{int(seconds // 60)}m {int(seconds % 60):02d}s"
-
-
 def runs_table(all_runs: list[dict]) -> pd.DataFrame:
     """One row per run: its state in words, progress (100 % once finished) and the exported model's score."""
     scores = [run_summary.headline_score(r.get("val_metrics")) for r in all_runs]
@@ -229,7 +218,7 @@ def runs_table(all_runs: list[dict]) -> pd.DataFrame:
             "model val acc": [value for value, _ in scores],
             "TTA": [tta if value is not None else None for value, tta in scores],
             "best epoch val acc": [r.get("best_val_accuracy") for r in all_runs],
-            "duration": [_duration(r) for r in all_runs],
+            "duration": [run_summary.duration_text(r) for r in all_runs],
         }
     )
 

@@ -115,14 +115,15 @@ def test_compare_tab_lists_config_differences(app_env, data):
 
 
 def test_damaged_run_files_cost_only_what_they_hold(app_env, data):
-    """A hand-edited status.json (text pid, list metrics) and a garbled history.csv: the Runs tab lists the run
+    """A hand-edited status.json (text pid, list metrics, a time without its zone) and a garbled history.csv: the Runs tab lists the run
     and shows its log, the curves give way to one red line."""
     from carclf import runs
     from carclf.config import load_config
 
     paths = runs.create_run(load_config(preset="quick", overrides={"data": str(data), "name": "edited"}),
                             app_env["runs"])
-    runs.update_status(paths, state=runs.RUNNING, pid="abc", val_metrics=[1, 2], epoch="3")
+    runs.update_status(paths, state=runs.RUNNING, pid="abc", val_metrics=[1, 2], epoch="3",
+                       started_at="2026-12-04T17:00:00+00:00", heartbeat_at="2026-12-04T17:25:56")  # no zone
     paths.history.write_bytes(b'\xfb"epoch,stage\n1,"unterminated')
     paths.log.write_text("epoch 1 done\n")
     at = open_page("train.py")

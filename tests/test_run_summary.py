@@ -8,7 +8,7 @@ import pytest
 
 from carclf import runs
 from carclf.config import load_config
-from carclf.run_summary import describe_state, headline_score, headline_text, progress_fraction
+from carclf.run_summary import describe_state, duration_text, headline_score, headline_text, progress_fraction
 
 
 def _status(tmp_path, **fields) -> dict:
@@ -50,3 +50,16 @@ def test_headline_is_the_exported_models_score_with_tta_when_measured():
     assert headline_score({"val_accuracy": 0.412}) == (0.412, False)
     assert headline_text({"val_accuracy": 0.412}) == "val acc 41.2%"
     assert headline_score(None) == (None, False) and headline_text({}) == ""
+
+
+@pytest.mark.parametrize("status, expected", [
+    ({"started_at": "2026-11-30T10:00:00+00:00", "finished_at": "2026-11-30T11:08:05+00:00"}, "68m 05s"),
+    ({"created_at": "2026-11-30T10:00:00+00:00", "heartbeat_at": "2026-11-30T10:00:42+00:00"}, "0m 42s"),
+    ({"started_at": "2026-11-30T10:00:00+00:00", "finished_at": "2026-11-30T10:01:00"}, "1m 00s"),  # no zone: UTC
+    ({"started_at": "2026-11-30T10:00:00+00:00", "finished_at": "yesterday"}, ""),
+    ({"started_at": 5, "finished_at": [1]}, ""),
+    ({"started_at": "2026-11-30T10:00:00+00:00", "finished_at": "2026-11-30T09:00:00+00:00"}, ""),
+    ({}, ""),
+])
+def test_duration_of_a_run_even_from_a_damaged_status(status, expected):
+    assert duration_text(status) == expected

@@ -231,3 +231,37 @@ def test_a_finished_run_is_not_trained_again_by_run_dir(tmp_path, capsys):
     assert main(["train", "--run-dir", str(paths.root)]) == 2
     assert "finished or imported run" in capsys.readouterr().err
     assert json.loads(paths.status.read_text())["state"] == runs.FINISHED
+
+
+def test_resume_refuses_a_hand_broken_config_in_one_line_and_launches_nothing(tmp_path):
+    from carclf.errors import ConfigError
+
+    paths = runs.create_run(load_config(overrides={"name": "edited"}), tmp_path)
+    runs.update_status(paths, state=runs.STOPPED)
+    paths.config.write_text(paths.config.read_text().replace("img_size:", "img_sise:"))
+    with pytest.raises(ConfigError, match="img_sise"):
+        runs.resume_run(paths.run_id, tmp_path)
+    assert runs.read_status(paths.run_id, tmp_path)["state"] == runs.STOPPED  # not queued: nothing started
+
+
+def test_a_resumed_run_must_train_the_classes_it_started_with(tmp_path):
+    from carclf.errors import DataError
+    from carclf.train import check_same_classes
+
+    paths = runs.create_run(load_config(overrides={"name": "brands"}), tmp_path)
+    check_same_classes(paths, ["audi", "bmw"])  # a new run: nothing to compare with
+    runs.update_status(paths, data_summary={"classes": ["audi", "bmw", "mercedes"]})
+    check_same_classes(paths, ["audi", "bmw", "mercedes"])
+    for changed in (["audi", "bmw"], ["audi", "bmw", "ferrari"]):
+        with pytest.raises(DataError, match="classes changed"):
+            check_same_classes(paths, changed)
+
+
+def test_a_relative_augmentation_file_is_saved_absolute(tmp_path, monkeypatch):
+    """The training child starts in another folder, and a run may be resumed from anywhere."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "myaug.yaml").write_text("strength: 0.5\ntransforms: []\n")
+    paths = runs.create_run(load_config(overrides={"name": "aug", "augmentation": "myaug.yaml"}), tmp_path / "runs")
+    assert load_config(paths.config).augmentation == str(tmp_path / "myaug.yaml")
+    preset = runs.create_run(load_config(overrides={"name": "preset"}), tmp_path / "runs")
+    assert load_config(preset.config).augmentation == load_config().augmentation  # a preset's name stays a name

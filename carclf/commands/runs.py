@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from carclf.commands.outputs import add_overwrite_argument, new_output_file
-from carclf.run_summary import describe_state, headline_score
+from carclf.run_summary import describe_state, headline_score, positive_count
 
 HELP = "List, inspect, stop, resume, delete, pack or import training runs."
 
@@ -148,7 +148,10 @@ def _stage(status: dict) -> str:
 
 
 def _epoch(status: dict) -> str:
-    return f"{status.get('epoch') or 0}/{status['epochs_total']}" if status.get("epochs_total") else "-"
+    """'7/12': epochs done of those planned (as the state line says them; epochs_total shrinks when stages
+    stop early)."""
+    planned = positive_count(status.get("epochs_planned")) or positive_count(status.get("epochs_total"))
+    return f"{positive_count(status.get('epoch'))}/{planned}" if planned else "-"
 
 
 def _model_accuracy(status: dict) -> str:
