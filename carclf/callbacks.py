@@ -186,16 +186,21 @@ class EpochBackup(keras.callbacks.Callback):
     epoch's backup usable.
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, checkpoint=None):
         super().__init__()
         self.folder = Path(folder)
+        self.checkpoint = checkpoint  # the stage's best checkpoint: its best value so far is kept with the backup
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch_{epoch + 1}.weights.h5"
         with atomic_output(self.folder / name) as temp:
             self.model.save_weights(temp)
-        atomic_write_json(self.folder / BACKUP_INDEX, {"epoch": epoch + 1, "weights": name})
+        index = {"epoch": epoch + 1, "weights": name}
+        best = getattr(self.checkpoint, "best", None)
+        if isinstance(best, (int, float)) and math.isfinite(best):
+            index["best"] = float(best)
+        atomic_write_json(self.folder / BACKUP_INDEX, index)
         for old in self.folder.glob("epoch_*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -203,6 +208,18 @@ class EpochBackup(keras.callbacks.Callback):
 
 # The file in a stage's backup folder naming its newest complete epoch backup.
 BACKUP_INDEX = "backup.json"
+
+
+def backup_best(folder) -> float | None:
+    """The best checkpoint's value when the stage's newest backup was made (None: no backup, or none kept).
+
+    A resumed stage's checkpoint starts from it: starting from the stage before's best, the first epoch
+    after a resume was saved as "best" even when it was worse than an epoch before the kill."""
+    index = Path(folder) / BACKUP_INDEX
+    if not index.is_file():
+        return None
+    best = json.loads(index.read_text(encoding="utf-8")).get("best")
+    return float(best) if isinstance(best, (int, float)) and math.isfinite(best) else None
 
 
 def restore_backup(model, folder) -> int:

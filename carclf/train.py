@@ -35,7 +35,7 @@ from carclf.atomic import atomic_output, atomic_write_json, read_json_object
 from carclf.augment import AugSchedule, Augmenter, load_aug_config
 from carclf.bundle import save_bundle
 from carclf.callbacks import (CosineSchedule, EpochBackup, HistoryCSV, SignalFlag, StatusHeartbeat, StopOnSignal,
-                              StopRequested, restore_backup)
+                              StopRequested, backup_best, restore_backup)
 from carclf.clock import now_iso
 from carclf.config import StageConfig, TrainConfig
 from carclf.data import DatasetInfo, Item, cap_per_class, scan_dataset, stratified_split
@@ -152,9 +152,11 @@ def stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, 
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=MONITOR, patience=stage.patience, restore_best_weights=True, verbose=1))
-    callbacks.append(checkpoint or CheckpointOf(
+    backups = stage_backup_dir(paths, number)
+    checkpoint = checkpoint or CheckpointOf(
         saved_model, paths.best_model, monitor=MONITOR, save_best_only=True,
-        initial_value_threshold=progress.best_monitor))
+        initial_value_threshold=_lowest(progress.best_monitor, backup_best(backups)))
+    callbacks.append(checkpoint)
     if config.reduce_lr_factor < 1.0 and stage.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=MONITOR, factor=config.reduce_lr_factor, patience=config.reduce_lr_patience,
@@ -163,9 +165,14 @@ def stage_callbacks(config, stage, number, paths, flag, progress, epochs_total, 
         from carclf.pipeline import AugScheduleCallback
 
         callbacks.append(AugScheduleCallback(augmenter, AugSchedule(last_epochs=config.aug_weaken_last), stage.epochs))
-    callbacks.append(EpochBackup(stage_backup_dir(paths, number)))
+    callbacks.append(EpochBackup(backups, checkpoint))
     callbacks.append(TensorBoardEpochs(paths))  # after the backup: an epoch is logged once it can be resumed from
     return callbacks
+
+
+def _lowest(*values: Optional[float]) -> Optional[float]:
+    known = [value for value in values if value is not None]
+    return min(known) if known else None
 
 
 class CheckpointOf(keras.callbacks.ModelCheckpoint):

@@ -163,3 +163,34 @@ def test_micro_batches_train_exactly_like_whole_batches(tmp_path, capsys):
     assert largest_difference(whole, sliced) < 1e-4
     # and the comparison can tell runs apart: true batches of 4 take twice the steps and end far elsewhere
     assert largest_difference(whole, smaller) > 100 * largest_difference(whole, sliced)
+
+
+def test_a_resumed_stage_keeps_its_best_epoch_before_the_kill(tmp_path):
+    """Each epoch's backup keeps the stage's best val_loss so far, and a resumed stage's checkpoint starts from
+    it: from the stage before's best, the first epoch after a kill was saved as the run's best model even
+    when it was worse than an epoch before the kill (the bundle then exported it)."""
+    import keras
+    from types import SimpleNamespace
+
+    from carclf.callbacks import EpochBackup, SignalFlag, backup_best
+    from carclf.train import CheckpointOf, Progress, stage_backup_dir, stage_callbacks
+
+    config = tiny_config(make_pattern_dataset(tmp_path / "data", per_class=2), tmp_path / "models")
+    paths = runs.create_run(config, tmp_path / "runs")
+    folder = stage_backup_dir(paths, 2)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    backup = EpochBackup(folder, SimpleNamespace(best=0.42))  # epoch 6 of the stage scored 0.42
+    backup.set_model(model)
+    backup.on_epoch_end(6)
+    assert backup_best(folder) == 0.42 and json.loads((folder / "backup.json").read_text())["epoch"] == 7
+    progress = Progress(stages_done=1, epochs_done=1, best_monitor=0.9)  # stage 1's best
+    callbacks = stage_callbacks(config, config.stages[1], 2, paths, SignalFlag(), progress, 3, None, True,
+                                saved_model=model)
+    assert next(cb for cb in callbacks if isinstance(cb, CheckpointOf)).best == 0.42
+    unsaved = EpochBackup(folder, SimpleNamespace(best=float("inf")))  # no epoch has improved yet
+    unsaved.set_model(model)
+    unsaved.on_epoch_end(7)
+    assert backup_best(folder) is None
+    callbacks = stage_callbacks(config, config.stages[1], 2, paths, SignalFlag(), progress, 3, None, True,
+                                saved_model=model)
+    assert next(cb for cb in callbacks if isinstance(cb, CheckpointOf)).best == 0.9
