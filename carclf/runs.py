@@ -364,6 +364,9 @@ def stop_run(run_id: str, runs_dir=RUNS_DIR, timeout: float = 0.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _pid_alive(pid):
         time.sleep(0.2)
+    if status["state"] == QUEUED and not _pid_alive(pid) and read_json_object(paths.status).get("state") == QUEUED:
+        # stopped while still starting (before train() set its SIGTERM handler): it could not say so itself
+        update_status(paths, state=STOPPED, stopped_at=now_iso())
     return _effective_status(paths)
 
 

@@ -265,3 +265,12 @@ def test_a_relative_augmentation_file_is_saved_absolute(tmp_path, monkeypatch):
     assert load_config(paths.config).augmentation == str(tmp_path / "myaug.yaml")
     preset = runs.create_run(load_config(overrides={"name": "preset"}), tmp_path / "runs")
     assert load_config(preset.config).augmentation == load_config().augmentation  # a preset's name stays a name
+
+
+def test_a_run_stopped_while_still_starting_says_stopped(tmp_path):
+    """SIGTERM before train() sets its handler ends the process at once: stop_run records what happened."""
+    data = make_pattern_dataset(tmp_path / "data", per_class=2)
+    run_id = runs.start_run(tiny_config(data, tmp_path / "models", name="early"), tmp_path / "runs")
+    status = runs.stop_run(run_id, tmp_path / "runs", timeout=30)  # at once: the child is importing TensorFlow
+    assert status["state"] == runs.STOPPED, status
+    assert runs.is_resumable(status)
