@@ -423,6 +423,35 @@ def gate_threshold_for(val_items, batch_size: int) -> float:
     return calibrate_threshold(scores)
 
 
+# The run's train/validation split, written when it first starts (checkpoints/split.json).
+SPLIT_FILE = "split.json"
+
+
+def keep_split(paths: RunPaths, data: TrainData) -> TrainData:
+    """The split the run started with, whatever the folder holds now. Re-splitting on resume after a photo
+    was added reshuffled every class (seeded, but over other photos): photos trained on became validation
+    photos. Photos added since are left out, photos gone are dropped, each said in the log."""
+    split_file = paths.checkpoints / SPLIT_FILE
+    stored = read_json_object(split_file)
+    if not isinstance(stored.get("train"), list) or not isinstance(stored.get("val"), list):
+        atomic_write_json(split_file, {part: [str(item.path) for item in items]
+                                       for part, items in (("train", data.train), ("val", data.val))})
+        return data
+    now = {str(item.path): item for item in [*data.train, *data.val]}
+    kept = {part: [now[path] for path in stored[part] if path in now] for part in ("train", "val")}
+    gone = len(stored["train"]) + len(stored["val"]) - len(kept["train"]) - len(kept["val"])
+    added = len(now) - len(kept["train"]) - len(kept["val"])
+    if added:
+        print(f"data: {added} photos added since the run started are left out (start a new run to use them)",
+              flush=True)
+    if gone:
+        print(f"data: {gone} photos of the run's split are gone from the folder; training goes on without them",
+              flush=True)
+    if not kept["val"] or not kept["train"]:
+        raise DataError("the photos this run started with are gone from its dataset folder: start a new run.")
+    return TrainData(info=data.info, train=kept["train"], val=kept["val"])
+
+
 def check_same_classes(paths: RunPaths, classes) -> None:
     """A resumed run trains the classes it started with: its output layer, checkpoints and history are
     theirs (a removed class failed deep inside Keras; a renamed one silently inherited another's weights)."""
@@ -496,6 +525,7 @@ def fit_stages(setup: DeviceSetup, config: TrainConfig, paths: RunPaths, flag: S
     keras.utils.set_random_seed(config.seed)
     data = prepare_data(config)
     check_same_classes(paths, data.info.classes)
+    data = keep_split(paths, data)
     img_size = resolve_img_size(config)
     print(f"data: {len(data.train)} train / {len(data.val)} val photos, {data.num_classes} classes, "
           f"{img_size} px", flush=True)

@@ -274,3 +274,22 @@ def test_a_run_stopped_while_still_starting_says_stopped(tmp_path):
     status = runs.stop_run(run_id, tmp_path / "runs", timeout=30)  # at once: the child is importing TensorFlow
     assert status["state"] == runs.STOPPED, status
     assert runs.is_resumable(status)
+
+
+def test_a_resumed_run_keeps_its_split_when_photos_come_and_go(tmp_path, capsys):
+    """Re-splitting after a photo was added reshuffled every class: trained-on photos became validation ones."""
+    from carclf.train import keep_split, prepare_data
+
+    data = make_pattern_dataset(tmp_path / "data", per_class=6)
+    config = tiny_config(data, tmp_path / "models", name="split")
+    paths = runs.create_run(config, tmp_path / "runs")
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    first = keep_split(paths, prepare_data(config))  # the first start writes the split
+    shutil.copy(first.train[0].path, data / "checker" / "added_later.jpg")
+    removed = first.train[1].path
+    removed.unlink()
+    resumed = keep_split(paths, prepare_data(config))
+    assert [item.path for item in resumed.val] == [item.path for item in first.val]
+    assert [item.path for item in resumed.train] == [item.path for item in first.train if item.path != removed]
+    log = capsys.readouterr().out
+    assert "1 photos added since the run started are left out" in log and "1 photos of the run's split are gone" in log
