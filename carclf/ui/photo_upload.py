@@ -1,9 +1,9 @@
 """Photo uploaders (Predict, Augmentation lab): image types only, a size per photo and a number per page.
 
-Streamlit keeps every upload in the server's memory and allows server.maxUploadSize (200 MB, for dataset
-archives) per file, any type, any count. A photo is 2-12 MB; a visitor's 50 uploads of 200 MB each would be
-10 GB on a 2.7 GB box. The uploader itself refuses other types (Streamlit checks the extension on the
-server) and larger files (in the browser only), so the sizes are checked again here.
+Streamlit allows server.maxUploadSize (200 MB, for the owner's dataset archives) per file, any type, any
+count, and the page decodes what it is given. The uploader refuses other types (Streamlit checks the extension
+on the server) and larger photos (in the browser only: a hand-made request is held to server.maxUploadSize
+alone), so sizes are checked again here before anything is decoded, and one page answers MAX_PHOTOS at most.
 """
 
 from __future__ import annotations
