@@ -51,8 +51,9 @@ def model_picker_ui() -> str | None:
         help=f"Trained bundles from {'the app' if settings.is_public() else settings.models_dir()} (newest first) "
              "and the built-in default model.",
     )
-    model_card_ui(selected_model())
-    return selected_model()
+    chosen = selected_model()
+    model_card_ui(chosen)
+    return chosen
 
 
 def model_card_ui(path: str | None) -> None:
