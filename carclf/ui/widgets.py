@@ -30,6 +30,8 @@ def user_errors(stop: bool = True) -> Iterator[None]:
     try:
         yield
     except (CarclfError, OSError) as error:
+        # the path is hidden before it is shortened, and the whole line again: an OSError without strerror
+        # carries its path in its text
         message = describe_os_error(error, settings.hide_paths) if isinstance(error, OSError) else str(error)
         st.error(settings.hide_paths(message), icon=":material/error:")
         if stop:
